@@ -1,0 +1,7 @@
+"""Allow ``python -m harness``."""
+
+import sys
+
+from harness.cli import main
+
+sys.exit(main())

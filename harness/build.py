@@ -1,0 +1,105 @@
+"""Cross-build the kernel ``Image`` and modules into a keyed ``O=`` directory.
+
+The build directory key covers the tree commit, the merged kconfig fragment
+and the compiler version, so an unchanged input is a cache hit and is not
+rebuilt.  A build is complete only when ``harness-build.json`` exists in its
+directory (written last, atomically); an interrupted build is resumed by
+``make`` on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness.cache import Cache, atomic_write, content_key
+from harness.errors import BuildError
+from harness.kconfig import Request, configure, render
+from harness.proc import CommandLog, run
+from harness.toolchain import Toolchain
+from harness.tree import KernelTree
+
+#: gcc/clang diagnostics: ``path/file.c:12:5: error: message``.
+_COMPILER_ERROR = re.compile(r"^(?P<file>[^\s:]+):(?P<line>\d+):(?:(?P<col>\d+):)? (?:fatal )?error: (?P<msg>.*)$")
+#: Linker and Kbuild failures when there is no compiler diagnostic.
+_OTHER_ERROR = re.compile(r"(undefined reference to|^ERROR: |\*\*\* \[|No rule to make target)")
+
+#: Kbuild targets for the guest kernel.
+TARGETS = ("Image", "modules")
+
+_MARKER = "harness-build.json"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """A finished build.
+
+    ``image`` is ``arch/arm64/boot/Image``; ``seconds`` is the wall time of
+    this invocation (0 on a cache hit); ``cache_hit`` says no make ran.
+    """
+
+    key: str
+    out_dir: Path
+    image: Path
+    system_map: Path
+    config: Path
+    log: Path
+    seconds: float
+    cache_hit: bool
+    tree_commit: str
+    gcc_version: str
+
+
+def build_key(tree: KernelTree, requests: list[Request], toolchain: Toolchain) -> str:
+    """Return the build directory key for this tree commit, fragment and compiler."""
+    return content_key(tree.commit, render(requests), toolchain.gcc_version, toolchain.arch, *TARGETS)
+
+
+def first_error(log_text: str) -> str | None:
+    """Return the first compiler error as ``file:line: message`` (or another failure line)."""
+    other = None
+    for line in log_text.splitlines():
+        if m := _COMPILER_ERROR.match(line.strip()):
+            return f"{m['file']}:{m['line']}: error: {m['msg']}"
+        if other is None and _OTHER_ERROR.search(line):
+            other = line.strip()
+    return other
+
+
+def build(tree: KernelTree, requests: list[Request], toolchain: Toolchain, cache: Cache,
+          log: CommandLog) -> BuildResult:
+    """Configure and build ``Image`` and ``modules`` for ``tree``.
+
+    Raises :class:`~harness.errors.ConfigError` if a requested symbol did not
+    survive, :class:`BuildError` (exit 5) with the first compiler error and
+    the build log path if make fails.
+    """
+    key = build_key(tree, requests, toolchain)
+    out_dir = cache.root / "build" / key
+    marker = out_dir / _MARKER
+    if marker.is_file():
+        data = json.loads(marker.read_text())
+        data.update(seconds=0.0, cache_hit=True)
+        return BuildResult(**{k: Path(v) if k in _PATH_FIELDS else v for k, v in data.items()})
+    configure(tree.path, out_dir, requests, toolchain, log)
+    build_log = out_dir / "build.log"
+    start = time.monotonic()
+    res = run(toolchain.make_argv(tree.path, out_dir, *TARGETS), log, env=toolchain.make_env(),
+              output_file=build_log)
+    seconds = time.monotonic() - start
+    if res.returncode != 0:
+        err = first_error(res.output) or "(no compiler error found; see the log)"
+        raise BuildError(f"kernel build failed for {tree.describe} ({tree.commit[:12]}):\n  {err}\n"
+                         f"Build log: {build_log}")
+    result = BuildResult(key, out_dir, out_dir / "arch" / toolchain.arch / "boot" / "Image",
+                         out_dir / "System.map", out_dir / ".config", build_log, seconds, False,
+                         tree.commit, toolchain.gcc_version)
+    atomic_write(marker, json.dumps({k: str(v) if isinstance(v, Path) else v
+                                     for k, v in asdict(result).items()}, indent=2))
+    return result
+
+
+_PATH_FIELDS = {"out_dir", "image", "system_map", "config", "log"}

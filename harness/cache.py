@@ -1,0 +1,111 @@
+"""The harness cache directory: location, content keys and atomic writes.
+
+Layout under the root (``$HARNESS_CACHE``, default
+``~/.cache/virtio-pm-harness``)::
+
+    apt-arm64/       apt lists for arm64 downloads (never the system's)
+    debs/            downloaded .deb files
+    sysroot/<key>/   arm64 packages unpacked (busybox, rtcwake, libc)
+    src/             linux-source tarballs
+    trees/<name>/    git repositories imported from tarballs
+    build/<key>/     kernel ``O=`` build directories
+    ccache/          ccache store
+    tools/           host tools built from a kernel tree (gen_init_cpio)
+    rootfs/          initramfs archives, named by content hash
+    runs/<id>/       results of runs (console logs, results.json)
+
+Every entry is either complete or absent: files are written to a temporary
+name and renamed, directories are filled under a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+PROJECT = "virtio-pm-harness"
+
+
+@dataclass(frozen=True)
+class Cache:
+    """The cache root.  Use :meth:`from_env` to honour ``$HARNESS_CACHE``."""
+
+    root: Path
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Cache":
+        """Return the cache at ``$HARNESS_CACHE`` or ``~/.cache/virtio-pm-harness``."""
+        env = os.environ if env is None else env
+        root = env.get("HARNESS_CACHE") or str(Path.home() / ".cache" / PROJECT)
+        return cls(Path(root).expanduser().resolve())
+
+    def path(self, *parts: str) -> Path:
+        """Return ``root/parts...`` with its parent directory created."""
+        p = self.root.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+def content_key(*parts: str | bytes, length: int = 16) -> str:
+    """Return a hex sha256 (first ``length`` digits) over ``parts``.
+
+    Parts are length-prefixed so ``("ab", "c")`` and ``("a", "bc")`` differ.
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()[:length]
+
+
+def file_sha256(path: Path) -> str:
+    """Return the hex sha256 of a file's content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write(path: Path, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename.
+
+    A reader sees the old file or the whole new one, never a partial write.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a temporary directory beside ``final``; rename it into place on success.
+
+    On any exception (including KeyboardInterrupt) the temporary directory is
+    removed and ``final`` is left as it was.  Raises ``FileExistsError`` if
+    ``final`` appears meanwhile (another process won the race).
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,85 @@
+"""Typed errors, one per pipeline failure, each carrying its exit code.
+
+Stages raise these; :mod:`harness.cli` catches them at the boundary, prints
+the message and exits with ``exit_code``.  The split follows tuxmake: user
+errors (bad input, exit 2-4) versus failures of the thing under test
+(build, boot, hang: exit 5-7).
+"""
+
+
+class HarnessError(Exception):
+    """Base class.  ``exit_code`` is the process exit status for this error."""
+
+    exit_code = 1
+    verdict = "ERROR"
+
+
+class UsageError(HarnessError):
+    """Bad command line, configuration file or missing set-up (exit 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A configuration file or kconfig request is invalid (exit 2).
+
+    The message names the file, and the key, line or symbol at fault.
+    """
+
+
+class SetupError(UsageError):
+    """A host tool or cached download is missing or failed (exit 2)."""
+
+
+class SeriesError(HarnessError):
+    """A patch series is malformed, incomplete or could not be fetched (exit 3)."""
+
+    exit_code = 3
+
+
+class ApplyError(HarnessError):
+    """A patch did not apply (exit 4)."""
+
+    exit_code = 4
+
+
+class BuildError(HarnessError):
+    """The kernel or a module failed to build (exit 5)."""
+
+    exit_code = 5
+
+
+class BootError(HarnessError):
+    """The guest did not reach its shell, or QEMU exited early (exit 6)."""
+
+    exit_code = 6
+    verdict = "ERROR"
+
+
+class GuestHang(HarnessError):
+    """The guest stopped answering within a timeout (exit 7).
+
+    ``console_log`` is the path of the kept console log, if any.
+    """
+
+    exit_code = 7
+    verdict = "HANG"
+
+    def __init__(self, message: str, console_log: str | None = None):
+        super().__init__(message)
+        self.console_log = console_log
+
+
+class GuestCrash(HarnessError):
+    """QEMU exited while a command was running (panic with ``panic=-1``, exit 1).
+
+    A crash is a finding about the kernel, judged as FAIL; ``console_log``
+    keeps the evidence.
+    """
+
+    exit_code = 1
+    verdict = "FAIL"
+
+    def __init__(self, message: str, console_log: str | None = None):
+        super().__init__(message)
+        self.console_log = console_log

@@ -1,0 +1,99 @@
+"""QEMU profiles (``qemu-profiles/*.yaml``) and their rendering into an argv.
+
+A profile is validated on load: an unknown key, a missing field or a value
+of the wrong type is a :class:`~harness.errors.ConfigError` naming the file
+and the key.  Its ``args`` are jinja2 templates (``StrictUndefined``, so a
+misspelt variable is an error too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from harness.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class QemuProfile:
+    """One machine set-up.  ``memory_mb`` and ``disk_mb`` are MiB; ``args`` are templates."""
+
+    name: str
+    description: str
+    binary: str
+    machine: str
+    cpu: str
+    memory_mb: int
+    smp: int
+    disk_mb: int
+    append: str
+    args: tuple[str, ...]
+    path: Path
+
+
+_TYPES = {f.name: f.type for f in fields(QemuProfile)}
+_REQUIRED = {f.name for f in fields(QemuProfile)} - {"path"}
+_PY_TYPES = {"str": str, "int": int, "tuple[str, ...]": list}
+
+
+def load_profile(path: Path) -> QemuProfile:
+    """Load and validate a profile file; raises :class:`ConfigError` naming file and key."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read QEMU profile: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a QEMU profile must be a mapping of keys")
+    unknown = sorted(set(data) - _REQUIRED)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_REQUIRED))})")
+    missing = sorted(_REQUIRED - set(data))
+    if missing:
+        raise ConfigError(f"{path}: missing key(s) {', '.join(missing)}")
+    for key in _REQUIRED:
+        want = _PY_TYPES[str(_TYPES[key])]
+        if not isinstance(data[key], want) or isinstance(data[key], bool):
+            raise ConfigError(f"{path}: key {key!r} must be {want.__name__}, got {data[key]!r}")
+    if not all(isinstance(a, str) for a in data["args"]):
+        raise ConfigError(f"{path}: key 'args' must be a list of strings")
+    data["args"] = tuple(data["args"])
+    if data["name"] != path.stem:
+        raise ConfigError(f"{path}: key 'name' is {data['name']!r} but the file is {path.name}")
+    return QemuProfile(path=path, **data)
+
+
+def find_profile(profiles_dir: Path, name: str) -> QemuProfile:
+    """Load ``profiles_dir/<name>.yaml`` (or a path); raises :class:`ConfigError` if absent."""
+    path = Path(name) if name.endswith(".yaml") else profiles_dir / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in profiles_dir.glob("*.yaml")))
+        raise ConfigError(f"QEMU profile {name!r} not found in {profiles_dir} (known: {known})")
+    return load_profile(path)
+
+
+def render_argv(profile: QemuProfile, *, kernel: Path, initrd: Path, disk: Path,
+                extra_append: str = "") -> list[str]:
+    """Return the full QEMU argv for ``profile``; raises :class:`ConfigError` on a template error."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    values = {f.name: getattr(profile, f.name) for f in fields(QemuProfile) if f.name not in ("args", "path")}
+    values.update(kernel=str(kernel), initrd=str(initrd), disk=str(disk), extra_append=extra_append)
+    argv = [profile.binary]
+    for i, template in enumerate(profile.args):
+        try:
+            argv.append(env.from_string(template).render(values))
+        except jinja2.TemplateError as e:
+            raise ConfigError(f"{profile.path}: args[{i}] {template!r}: {e}") from e
+    return argv
+
+
+def make_disk(path: Path, size_mb: int) -> Path:
+    """Create a sparse raw disk image of ``size_mb`` MiB at ``path`` (zero-filled)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size_mb << 20)
+    return path

@@ -1,0 +1,159 @@
+"""Build the guest initramfs from ``guest-rootfs/`` with the kernel's ``gen_init_cpio``.
+
+The archive is described by ``guest-rootfs/rootfs.yaml`` (directories,
+device nodes, files from the recipe directory, binaries from the arm64
+sysroot plus the shared libraries they need).  The kernel's own
+``usr/gen_init_cpio`` (built on the host from the tree) writes it with every
+mtime fixed and owner 0, and it is gzipped without a name or timestamp, so
+the same inputs always give the same bytes.  Archives are stored in the
+cache under their content hash.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from harness.cache import Cache, atomic_write, content_key, file_sha256
+from harness.errors import ConfigError, SetupError
+from harness.proc import CommandLog, run, tail
+
+_RECIPE_KEYS = {"dirs", "nodes", "files", "sysroot"}
+_NODE_KEYS = {"path", "mode", "type", "major", "minor"}
+_FILE_KEYS = {"src", "dest", "mode", "libs"}
+
+#: ``readelf -d`` line naming a needed library.
+_NEEDED = re.compile(r"\(NEEDED\)\s+Shared library: \[(?P<lib>[^\]]+)\]")
+#: ``readelf -l`` line naming the program interpreter.
+_INTERP = re.compile(r"Requesting program interpreter: (?P<path>\S+)\]")
+
+#: Where Debian's arm64 ld.so looks for libraries.
+_LIB_DIRS = ("lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu", "lib", "usr/lib")
+
+#: Fixed mtime (seconds since the epoch) for every archive member.
+ARCHIVE_MTIME = 0
+
+
+@dataclass(frozen=True)
+class Initramfs:
+    """A built initramfs: ``path`` of the cpio.gz, its ``sha256``, and the gen_init_cpio ``spec``."""
+
+    path: Path
+    sha256: str
+    spec: str
+
+
+def _check_keys(where: str, entry: dict, allowed: set[str], required: set[str]) -> None:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {entry!r}")
+    unknown = set(entry) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)} (allowed: {sorted(allowed)})")
+    missing = required - set(entry)
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {sorted(missing)}")
+
+
+def load_recipe(recipe_dir: Path) -> dict:
+    """Load and validate ``recipe_dir/rootfs.yaml``; raises :class:`ConfigError` naming file and key."""
+    path = recipe_dir / "rootfs.yaml"
+    try:
+        recipe = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot load: {e}") from e
+    _check_keys(str(path), recipe, _RECIPE_KEYS, {"dirs", "files"})
+    for i, node in enumerate(recipe.get("nodes") or []):
+        _check_keys(f"{path}: nodes[{i}]", node, _NODE_KEYS, _NODE_KEYS)
+    for section in ("files", "sysroot"):
+        for i, entry in enumerate(recipe.get(section) or []):
+            _check_keys(f"{path}: {section}[{i}]", entry, _FILE_KEYS, {"src", "dest", "mode"})
+            if section == "files" and not (recipe_dir / entry["src"]).is_file():
+                raise ConfigError(f"{path}: {section}[{i}].src: {recipe_dir / entry['src']} does not exist")
+    return recipe
+
+
+def gen_init_cpio(tree: Path, cache: Cache, log: CommandLog) -> Path:
+    """Return the host ``gen_init_cpio`` built from ``tree/usr/gen_init_cpio.c`` (cached by source hash)."""
+    source = tree / "usr" / "gen_init_cpio.c"
+    tool = cache.path("tools", f"gen_init_cpio-{file_sha256(source)[:16]}")
+    if tool.is_file():
+        return tool
+    tmp = tool.with_suffix(".tmp")
+    res = run(["gcc", "-O2", "-o", tmp, source], log)
+    if res.returncode != 0:
+        raise SetupError(f"building {source} with the host gcc failed:\n{tail(res.output)}")
+    tmp.replace(tool)
+    return tool
+
+
+def _elf_deps(binary: Path, sysroot: Path, log: CommandLog) -> list[tuple[str, Path]]:
+    """Return ``(guest path, host file)`` for the interpreter and NEEDED libraries of ``binary``."""
+    out = run(["aarch64-linux-gnu-readelf", "-d", "-l", "-W", binary], log).output
+    deps = []
+    if m := _INTERP.search(out):
+        deps.append((m["path"], (sysroot / m["path"].lstrip("/")).resolve()))
+    for lib in _NEEDED.findall(out):
+        for d in _LIB_DIRS:
+            cand = sysroot / d / lib
+            if cand.exists():
+                deps.append((f"/lib/aarch64-linux-gnu/{lib}", cand.resolve()))
+                break
+        else:
+            raise SetupError(f"{binary.name} needs {lib}, which is not in the sysroot {sysroot}")
+    return [(g, h) for g, h in deps if not any(g == d[0] for d in deps[: deps.index((g, h))])]
+
+
+def spec_lines(recipe: dict, recipe_dir: Path, sysroot: Path, log: CommandLog,
+               extra_files: tuple[tuple[Path, str], ...] = ()) -> list[str]:
+    """Return the sorted gen_init_cpio spec (usr/gen_init_cpio.c documents the format).
+
+    ``extra_files`` are ``(host path, guest path)`` pairs added with mode 0644
+    (kernel modules, later).
+    """
+    lines = [f"dir {d} 0755 0 0" for d in recipe["dirs"]]
+    for n in recipe.get("nodes") or []:
+        lines.append(f"nod {n['path']} {n['mode']} 0 0 {n['type']} {n['major']} {n['minor']}")
+    for f in recipe["files"]:
+        lines.append(f"file {f['dest']} {(recipe_dir / f['src']).resolve()} {f['mode']} 0 0")
+    for f in recipe.get("sysroot") or []:
+        src = sysroot / f["src"]
+        if not src.is_file():
+            raise SetupError(f"{src} missing from the arm64 sysroot; run `make setup`")
+        lines.append(f"file {f['dest']} {src.resolve()} {f['mode']} 0 0")
+        if f.get("libs"):
+            lines += [f"file {g} {h} 0755 0 0" for g, h in _elf_deps(src, sysroot, log)]
+    lines += [f"file {guest} {host.resolve()} 0644 0 0" for host, guest in extra_files]
+    return sorted(set(lines), key=lambda line: line.split()[1])
+
+
+def build_initramfs(recipe_dir: Path, sysroot: Path, tree: Path, cache: Cache, log: CommandLog,
+                    extra_files: tuple[tuple[Path, str], ...] = ()) -> Initramfs:
+    """Build (or reuse) the initramfs for the recipe in ``recipe_dir``.
+
+    Raises :class:`ConfigError` for a bad recipe and :class:`SetupError` when
+    an input is missing or gen_init_cpio fails.
+    """
+    recipe = load_recipe(recipe_dir)
+    spec = "\n".join(spec_lines(recipe, recipe_dir, sysroot, log, extra_files)) + "\n"
+    # Key over the spec and every file's content, so a changed /init rebuilds.
+    hashes = [file_sha256(Path(line.split()[2])) for line in spec.splitlines() if line.startswith("file ")]
+    out = cache.root / "rootfs" / f"initramfs-{content_key(spec, *hashes)}.cpio.gz"
+    if out.is_file():
+        return Initramfs(out, file_sha256(out), spec)
+    spec_file = atomic_write(out.with_suffix(".spec"), spec)
+    tool = gen_init_cpio(tree, cache, log)
+    cpio = out.with_suffix(".cpio-tmp")
+    try:
+        res = run([tool, "-t", str(ARCHIVE_MTIME), spec_file], log, stdout_file=cpio)
+        if res.returncode != 0:
+            raise SetupError(f"gen_init_cpio failed on {spec_file}:\n{tail(res.output)}")
+        data = gzip.compress(cpio.read_bytes(), compresslevel=9, mtime=0)
+    finally:
+        cpio.unlink(missing_ok=True)
+    atomic_write(out, data)
+    return Initramfs(out, hashlib.sha256(data).hexdigest(), spec)

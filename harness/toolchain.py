@@ -1,0 +1,96 @@
+"""The cross toolchain and the kernel ``make`` command line built from it.
+
+One place knows how the harness invokes Kbuild: ``ARCH=arm64
+CROSS_COMPILE=aarch64-linux-gnu- O=<dir>`` with ``CC`` wrapped by ccache and
+build identity variables fixed, so that rebuilds are reproducible and
+ccache hits survive a change of build directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.cache import Cache
+from harness.errors import SetupError
+
+#: Host commands the harness needs and the Debian package that provides each.
+HOST_TOOLS = {
+    "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
+    "qemu-system-aarch64": "qemu-system-arm",
+    "ccache": "ccache",
+    "make": "make",
+    "bc": "bc",
+    "bison": "bison",
+    "flex": "flex",
+    "git": "git",
+    "dpkg-deb": "dpkg",
+    "gcc": "gcc",
+}
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """How to cross-build for one architecture.
+
+    ``gcc_version`` is the first line of ``$CROSS_COMPILE gcc --version``;
+    ``ccache_dir`` holds the compiler cache; ``jobs`` is ``make -j``.
+    """
+
+    arch: str
+    cross_compile: str
+    gcc_version: str
+    ccache_dir: Path
+    cache_root: Path
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    @property
+    def cc(self) -> str:
+        """The ``CC=`` value: the cross gcc behind ccache."""
+        return f"ccache {self.cross_compile}gcc"
+
+    def make_argv(self, tree: Path, out_dir: Path, *targets: str, extra: tuple[str, ...] = ()) -> list[str]:
+        """Return the ``make`` argv for ``targets`` in ``tree`` with ``O=out_dir``."""
+        return ["make", "-C", str(tree), f"O={out_dir}", f"ARCH={self.arch}",
+                f"CROSS_COMPILE={self.cross_compile}", f"CC={self.cc}",
+                f"-j{self.jobs}", *extra, *targets]
+
+    def make_env(self) -> dict[str, str]:
+        """Environment for ``make``: ccache location and fixed build identity."""
+        return {
+            "CCACHE_DIR": str(self.ccache_dir),
+            "CCACHE_BASEDIR": str(self.cache_root),
+            "CCACHE_NOHASHDIR": "1",
+            "KBUILD_BUILD_USER": "harness",
+            "KBUILD_BUILD_HOST": "virtio-pm-harness",
+            "KBUILD_BUILD_TIMESTAMP": "Thu Jan  1 00:00:00 UTC 2026",
+        }
+
+
+def check_host_tools() -> None:
+    """Raise :class:`SetupError` naming every missing host tool and its package."""
+    missing = {tool: pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None}
+    if missing:
+        listed = ", ".join(f"{t} (package {p})" for t, p in missing.items())
+        raise SetupError(f"missing host tools: {listed}. Run `make setup`.")
+
+
+def arm64(cache: Cache, jobs: int | None = None) -> Toolchain:
+    """Return the Debian ``aarch64-linux-gnu-`` toolchain; raises :class:`SetupError` if absent."""
+    check_host_tools()
+    out = subprocess.run(["aarch64-linux-gnu-gcc", "--version"], capture_output=True, text=True, check=False)
+    version = out.stdout.splitlines()[0] if out.stdout else "unknown"
+    return Toolchain("arm64", "aarch64-linux-gnu-", version, cache.root / "ccache", cache.root,
+                     jobs or os.cpu_count() or 1)
+
+
+def qemu_version(binary: str = "qemu-system-aarch64") -> str:
+    """Return the first line of ``qemu-system-aarch64 --version`` (or ``unknown``)."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        return "unknown"
+    return out.stdout.splitlines()[0] if out.stdout else "unknown"
