@@ -1,0 +1,53 @@
+# virtio-pm-harness: the entry points.
+#   make test-arm64   set up what is missing, then build, boot and suspend/resume the
+#                     embedded default kernel (Debian linux-source-6.12) on QEMU virt
+#   make check        the test suite (unit tests on captured logs + end-to-end guest tests)
+#   make setup        host packages (apt), the Python venv, and the cached downloads
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+OUT ?= results/test-arm64
+HARNESS_ARGS ?=
+PYTEST_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian packages of the host toolchain (apt-get install; the guest's arm64
+# packages are only downloaded, by `harness setup`, into the harness cache).
+HOST_PACKAGES := gcc-aarch64-linux-gnu qemu-system-arm ccache bc bison flex cpio kmod \
+	libssl-dev libelf-dev git make gcc libc6-dev python3-venv ca-certificates
+
+.PHONY: setup host-packages venv test-arm64 check check-unit clean-results
+
+setup: host-packages venv
+	$(PY) -m harness setup
+
+host-packages:
+	@missing=$$(for p in $(HOST_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "make setup: installing" $$missing; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+test-arm64: setup
+	$(PY) -m harness run --out $(OUT) $(HARNESS_ARGS)
+
+check: setup
+	$(PY) -m pytest -v -rs $(PYTEST_ARGS)
+
+check-unit: venv
+	$(PY) -m pytest -v -m 'not e2e' $(PYTEST_ARGS)
+
+clean-results:
+	rm -rf results

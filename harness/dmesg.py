@@ -1,0 +1,295 @@
+"""Parse kernel log text into PM transitions, phases and device callbacks.
+
+Input is plain ``dmesg`` output or a raw serial console log (carriage
+returns, ANSI sequences, prompts and echoed commands are tolerated: only
+lines carrying a ``[ seconds.micros]`` printk timestamp are read).
+
+Events are ordered by their position in the input (``seq``, the 0-based
+line number), never by timestamp: async suspend/resume interleaves the
+callbacks of different devices, and adjacent timestamps were seen going
+backwards.  A callback's ``calling`` and ``returned`` lines are paired by
+driver, device and callback symbol.
+
+A callback belongs to the phase whose boundary line (printed at the end of
+each phase with ``pm_debug_messages``) follows it first.  Without boundary
+lines the phase is inferred from the callback symbol's suffix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+# --- Line formats, each with the kernel source that prints it (Linux 6.12) ---
+
+#: printk timestamp prefix (kernel/printk/printk.c, print_time), optional syslog level.
+TIMESTAMP = re.compile(r"(?:<\d+>)?\[\s*(?P<ts>\d+\.\d+)\]\s?(?P<msg>.*)$")
+
+#: drivers/base/power/main.c initcall_debug_start():
+#: dev_info(dev, "calling %ps @ %i, parent: %s\n", ...) with dev_fmt "PM: ".
+CALLING = re.compile(
+    r"^(?:(?P<driver>\S+) )?(?P<device>\S+): PM: calling (?P<callback>[^\s\[]+)"
+    r"(?: \[(?P<module>[^\]]+)\])? @ (?P<pid>\d+), parent: (?P<parent>\S+)")
+
+#: drivers/base/power/main.c initcall_debug_report():
+#: dev_info(dev, "%ps returned %d after %Ld usecs\n", ...) (usecs = nsecs >> 10).
+RETURNED = re.compile(
+    r"^(?:(?P<driver>\S+) )?(?P<device>\S+): PM: (?P<callback>[^\s\[]+)"
+    r"(?: \[(?P<module>[^\]]+)\])? returned (?P<rc>-?\d+) after (?P<usecs>\d+) usecs")
+
+#: drivers/base/power/main.c dpm_show_time(): pm_pr_dbg("%s%s%s of devices %s after %ld.%03ld msecs\n",
+#: info, " ", pm_verb(event), "complete"/"aborted", ...).  ``start``/``end`` are aggregates.
+BOUNDARY = re.compile(
+    r"^PM: (?:(?P<info>noirq|late|early|start|end) )?(?P<verb>suspend|resume|freeze|quiesce|hibernate|"
+    r"thaw|restore|recover|poweroff) of devices (?P<outcome>complete|aborted) after (?P<msecs>[\d.]+) msecs")
+
+#: kernel/power/suspend.c pm_suspend(): "suspend entry (%s)" and "suspend exit".
+SUSPEND_ENTRY = re.compile(r"^PM: suspend entry \((?P<label>[^)]+)\)")
+SUSPEND_EXIT = re.compile(r"^PM: suspend exit")
+#: kernel/power/hibernate.c hibernate(): "hibernation entry" / "hibernation exit".
+HIBERNATE_ENTRY = re.compile(r"^PM: hibernation: hibernation entry")
+HIBERNATE_EXIT = re.compile(r"^PM: hibernation: hibernation exit")
+#: kernel/power/suspend.c suspend_test(): "suspend debug: Waiting for %d second(s)."
+PM_TEST = re.compile(r"^PM: suspend debug: Waiting for (?P<delay>\d+) second")
+#: drivers/base/power/wakeup.c pm_system_irq_wakeup(): "Triggering wakeup from IRQ %d".
+WAKEUP_IRQ = re.compile(r"^PM: Triggering wakeup from IRQ (?P<irq>\d+)")
+
+#: Kernel problem reports, by kind.  kernel/panic.c __warn(); kernel/sched/core.c
+#: __might_resched(); arch/arm64/kernel/traps.c die(); kernel/locking/lockdep.c
+#: print_*_bug(); kernel/hung_task.c; kernel/rcu/tree_stall.h.
+PROBLEMS = (
+    ("sleep_in_atomic", re.compile(r"BUG: sleeping function called from invalid context")),
+    ("sleep_in_atomic", re.compile(r"BUG: scheduling while atomic")),
+    ("lockdep", re.compile(r"WARNING: (possible (circular|recursive) locking|inconsistent lock state|"
+                           r"possible irq lock inversion|suspicious RCU usage|bad unlock balance|"
+                           r"lock held when returning|held lock freed)")),
+    ("warn", re.compile(r"WARNING: CPU: \d+ PID: \d+ at ")),
+    ("oops", re.compile(r"Internal error: Oops|Unable to handle kernel |Oops[: ]")),
+    ("bug", re.compile(r"(?:^|\] )BUG: |kernel BUG at ")),
+    ("panic", re.compile(r"Kernel panic - not syncing")),
+    ("hung_task", re.compile(r"INFO: task .* blocked for more than")),
+    ("rcu_stall", re.compile(r"rcu: INFO: .* detected stalls")),
+)
+
+#: Phase order within a transition, as dpm_* runs them (drivers/base/power/main.c).
+SUSPEND_PHASES = ("suspend", "suspend_late", "suspend_noirq", "resume_noirq", "resume_early", "resume")
+HIBERNATION_PHASES = ("freeze", "freeze_late", "freeze_noirq", "thaw_noirq", "thaw_early", "thaw",
+                      "poweroff", "poweroff_late", "poweroff_noirq",
+                      "restore_noirq", "restore_early", "restore", "recover_noirq", "recover_early", "recover")
+#: Which phases are "resume" phases, per transition kind, in order.
+RESUME_PHASES = {"suspend": ("resume_noirq", "resume_early", "resume"),
+                 "hibernation": ("restore_noirq", "restore_early", "restore")}
+
+_INFO_SUFFIX = {"noirq": "_noirq", "late": "_late", "early": "_early", None: ""}
+_SYMBOL_SUFFIXES = ("_noirq", "_early", "_late")
+
+
+@dataclass(frozen=True)
+class Callback:
+    """One device PM callback.
+
+    ``seq``/``end_seq`` are the input line numbers (0-based) of the
+    ``calling``/``returned`` lines; ``time`` is the printk time in seconds of
+    the ``calling`` line; ``usecs`` is what the kernel printed (nsecs >> 10);
+    ``rc``/``usecs``/``end_seq`` are None when no ``returned`` line was seen.
+    """
+
+    driver: str | None
+    device: str
+    callback: str
+    module: str | None
+    pid: int
+    parent: str
+    rc: int | None
+    usecs: int | None
+    seq: int
+    end_seq: int | None = None
+    time: float | None = None
+
+
+@dataclass(frozen=True)
+class LogProblem:
+    """A WARN/BUG/Oops/lockdep/... line: ``kind`` from :data:`PROBLEMS`, ``seq``, ``text``."""
+
+    kind: str
+    seq: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A device PM phase (``resume_noirq``...) with its callbacks in log order.
+
+    ``end_seq`` is the boundary line, ``msecs`` its duration as printed,
+    ``aborted`` whether the kernel said ``aborted``; all None/False when the
+    phase was inferred from callback names.
+    """
+
+    name: str
+    events: tuple[Callback, ...]
+    end_seq: int | None = None
+    msecs: float | None = None
+    aborted: bool = False
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One suspend or hibernation, from its entry line to its exit line.
+
+    ``kind`` is ``suspend`` or ``hibernation``; ``label`` the sleep state
+    (``s2idle``...); ``pm_test`` is True when a ``pm_test`` level cut it short.
+    """
+
+    kind: str
+    label: str | None
+    start_seq: int
+    end_seq: int | None
+    phases: tuple[Phase, ...]
+    warnings: tuple[LogProblem, ...]
+    wakeup_irq: int | None = None
+    pm_test: bool = False
+
+    def phase(self, name: str) -> Phase | None:
+        """Return the phase called ``name``, or None."""
+        return next((p for p in self.phases if p.name == name), None)
+
+    @property
+    def resume_phases(self) -> tuple[Phase, ...]:
+        """The phases that bring devices back (resume_* or restore_*/thaw_*), in order."""
+        return tuple(p for p in self.phases if p.name.split("_")[0] in ("resume", "restore", "thaw", "recover"))
+
+
+@dataclass(frozen=True)
+class PmTimeline:
+    """Everything parsed from one log: transitions in order, all problems, and the line count."""
+
+    transitions: tuple[Transition, ...]
+    warnings: tuple[LogProblem, ...]
+    lines: int
+
+    def to_json(self) -> dict:
+        """The stable JSON shape of ``harness parse --json`` (see the README)."""
+        def event(c: Callback) -> dict:
+            d = asdict(c)
+            return {k: d[k] for k in ("driver", "device", "callback", "module", "pid", "rc", "usecs", "seq",
+                                      "end_seq", "time", "parent")}
+        return {
+            "transitions": [{
+                "kind": t.kind, "label": t.label, "pm_test": t.pm_test, "wakeup_irq": t.wakeup_irq,
+                "start_seq": t.start_seq, "end_seq": t.end_seq,
+                "phases": [{"name": p.name, "end_seq": p.end_seq, "msecs": p.msecs, "aborted": p.aborted,
+                            "events": [event(e) for e in p.events]} for p in t.phases],
+                "warnings": [{"seq": w.seq, "kind": w.kind, "text": w.text} for w in t.warnings],
+            } for t in self.transitions],
+            "warnings": [{"seq": w.seq, "kind": w.kind, "text": w.text} for w in self.warnings],
+        }
+
+
+def _clean(line: str) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line).replace("\r", "")
+
+
+def phase_from_symbol(callback: str, kind: str) -> str:
+    """Guess a phase from a callback symbol (``pci_pm_resume_noirq`` -> ``resume_noirq``).
+
+    Used only when the log has no phase boundary lines.
+    """
+    for verb in ("resume", "suspend", "freeze", "thaw", "restore", "poweroff"):
+        if verb in callback:
+            for suffix in _SYMBOL_SUFFIXES:
+                if callback.endswith(suffix):
+                    return verb + suffix
+            return verb
+    return "resume" if kind == "suspend" else "restore"
+
+
+@dataclass
+class _Open:
+    kind: str
+    label: str | None
+    start_seq: int
+    pending: list[Callback] = field(default_factory=list)
+    phases: list[Phase] = field(default_factory=list)
+    warnings: list[LogProblem] = field(default_factory=list)
+    wakeup_irq: int | None = None
+    pm_test: bool = False
+
+    def close(self, end_seq: int | None) -> Transition:
+        phases = list(self.phases)
+        if self.pending:  # callbacks after the last boundary (no pm_debug_messages)
+            by_phase: dict[str, list[Callback]] = {}
+            for cb in self.pending:
+                by_phase.setdefault(phase_from_symbol(cb.callback, self.kind), []).append(cb)
+            phases += [Phase(name, tuple(evs)) for name, evs in by_phase.items()]
+        return Transition(self.kind, self.label, self.start_seq, end_seq, tuple(phases),
+                          tuple(self.warnings), self.wakeup_irq, self.pm_test)
+
+
+def parse(text: str) -> PmTimeline:
+    """Parse log ``text`` into a :class:`PmTimeline`.  Never raises on odd input."""
+    transitions: list[Transition] = []
+    problems: list[LogProblem] = []
+    current: _Open | None = None
+    open_calls: dict[tuple, Callback] = {}
+    lines = text.split("\n")
+    for seq, raw in enumerate(lines):
+        m = TIMESTAMP.search(_clean(raw))
+        if not m:
+            continue
+        ts, msg = float(m["ts"]), m["msg"].rstrip()
+        for kind, rx in PROBLEMS:
+            if rx.search(msg):
+                problem = LogProblem(kind, seq, msg)
+                problems.append(problem)
+                if current:
+                    current.warnings.append(problem)
+                break
+        if mm := SUSPEND_ENTRY.match(msg):
+            if current:
+                transitions.append(current.close(None))
+            current, open_calls = _Open("suspend", mm["label"], seq), {}
+            continue
+        if HIBERNATE_ENTRY.match(msg):
+            if current:
+                transitions.append(current.close(None))
+            current, open_calls = _Open("hibernation", None, seq), {}
+            continue
+        if (SUSPEND_EXIT.match(msg) or HIBERNATE_EXIT.match(msg)) and current:
+            transitions.append(current.close(seq))
+            current = None
+            continue
+        if mm := CALLING.match(msg):
+            if current is None:  # log starts inside a transition
+                current = _Open("hibernation" if "freeze" in mm["callback"] else "suspend", None, seq)
+            cb = Callback(mm["driver"], mm["device"], mm["callback"], mm["module"], int(mm["pid"]),
+                          mm["parent"], None, None, seq, None, ts)
+            key = (mm["driver"], mm["device"], mm["callback"])
+            open_calls[key] = cb
+            current.pending.append(cb)
+            continue
+        if (mm := RETURNED.match(msg)) and current:
+            key = (mm["driver"], mm["device"], mm["callback"])
+            start = open_calls.pop(key, None)
+            if start is not None:
+                done = Callback(start.driver, start.device, start.callback, start.module, start.pid,
+                                start.parent, int(mm["rc"]), int(mm["usecs"]), start.seq, seq, start.time)
+                current.pending[current.pending.index(start)] = done
+            continue
+        if mm := BOUNDARY.match(msg):
+            if mm["info"] in ("start", "end"):
+                continue
+            if current is None:
+                current = _Open("hibernation" if mm["verb"] in ("freeze", "thaw", "restore", "poweroff")
+                                else "suspend", None, seq)
+            name = mm["verb"] + _INFO_SUFFIX[mm["info"]]
+            current.phases.append(Phase(name, tuple(current.pending), seq, float(mm["msecs"]),
+                                        mm["outcome"] == "aborted"))
+            current.pending = []
+            continue
+        if current and (mm := WAKEUP_IRQ.match(msg)):
+            current.wakeup_irq = int(mm["irq"])
+        elif current and PM_TEST.match(msg):
+            current.pm_test = True
+    if current:
+        transitions.append(current.close(None))
+    return PmTimeline(tuple(transitions), tuple(problems), len(lines))
