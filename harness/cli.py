@@ -206,7 +206,8 @@ def cmd_run(args, cache: Cache) -> int:
 
 def cmd_parse(args, cache: Cache) -> int:
     try:
-        text = args.file.read_text(errors="replace")
+        # bytes, not read_text(): universal newlines would split "\r\r\n" into two lines
+        text = args.file.read_bytes().decode(errors="replace")
     except OSError as e:
         raise UsageError(f"cannot read {args.file}: {e.strerror}") from e
     timeline = dmesg.parse(text)

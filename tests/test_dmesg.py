@@ -1,0 +1,140 @@
+"""Parser tests on real captures (tests/fixtures/linux-6.12.117, see its README).
+
+Every expected value here was read off the capture files by hand
+(``grep -n`` line numbers minus one give ``seq``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import CAPTURE
+from harness import cli, dmesg
+
+UNBOUND = "platform"
+MMIO_BOUND = {"a003a00.virtio_mmio", "a003c00.virtio_mmio", "a003e00.virtio_mmio"}
+
+
+def read(name: str) -> str:
+    """The file exactly as captured (no universal-newline translation)."""
+    return (CAPTURE / name).read_bytes().decode()
+
+
+def parse(stem: str) -> dmesg.PmTimeline:
+    return dmesg.parse(read(f"{stem}.dmesg"))
+
+
+def test_s2idle_cycle_has_one_suspend_with_all_phases_in_kernel_order():
+    tl = parse("s2idle-rtc-1")
+    assert len(tl.transitions) == 1
+    tr = tl.transitions[0]
+    assert (tr.kind, tr.label, tr.pm_test, tr.wakeup_irq) == ("suspend", "s2idle", False, 20)
+    assert [p.name for p in tr.phases] == list(dmesg.SUSPEND_PHASES)
+    assert [p.name for p in tr.resume_phases] == ["resume_noirq", "resume_early", "resume"]
+    assert tl.warnings == ()
+
+
+def test_without_the_series_virtio_mmio_devices_resume_only_in_the_normal_phase():
+    tr = parse("s2idle-rtc-1").transitions[0]
+    noirq = tr.phase("resume_noirq")
+    assert [(e.driver, e.device, e.callback) for e in noirq.events] == [
+        ("pci", "0000:00:00.0", "pci_pm_resume_noirq"),
+        ("virtio-pci", "0000:00:01.0", "pci_pm_resume_noirq"),
+    ]
+    resume = tr.phase("resume")
+    bound = [e for e in resume.events if e.driver == "virtio-mmio"]
+    assert {e.device for e in bound} == MMIO_BOUND
+    assert {e.callback for e in bound} == {"platform_pm_resume"}
+    unbound = [e for e in resume.events if e.driver == UNBOUND and e.device.endswith(".virtio_mmio")]
+    assert len(unbound) == 29  # QEMU virt has 32 virtio-mmio slots, 3 are bound
+
+
+def test_async_callbacks_are_paired_by_device_not_by_adjacency():
+    # Lines 115-118: pci 0000:00:00.0 starts, virtio-pci starts and returns, then pci returns.
+    noirq = parse("s2idle-rtc-1").transitions[0].phase("resume_noirq")
+    pci, vpci = noirq.events
+    assert (pci.seq, pci.end_seq, pci.rc, pci.usecs, pci.pid) == (114, 117, 0, 1702, 48)
+    assert (vpci.seq, vpci.end_seq, vpci.usecs, vpci.pid) == (115, 116, 291, 24)
+    assert pci.time == pytest.approx(4.592182)
+
+
+def test_phase_boundaries_carry_position_and_duration():
+    tr = parse("s2idle-rtc-1").transitions[0]
+    assert (tr.phase("resume_noirq").end_seq, tr.phase("resume_noirq").msecs) == (118, 7.338)
+    assert tr.phase("resume").end_seq == 215
+    # 'start suspend of devices' is an aggregate line, not a phase
+    assert "start_suspend" not in [p.name for p in tr.phases]
+
+
+def test_pm_test_devices_has_no_late_or_noirq_phases():
+    tr = parse("pm-test-devices").transitions[0]
+    assert tr.pm_test
+    assert [p.name for p in tr.phases] == ["suspend", "resume"]
+
+
+def test_pm_test_platform_runs_the_noirq_phases():
+    tr = parse("pm-test-platform").transitions[0]
+    assert tr.pm_test and tr.wakeup_irq is None
+    assert [p.name for p in tr.phases] == list(dmesg.SUSPEND_PHASES)
+
+
+def test_refused_pm_test_level_gives_an_empty_transition():
+    tl = parse("pm-test-processors-refused")
+    assert [(t.kind, t.phases, t.end_seq) for t in tl.transitions] == [("suspend", (), 2)]
+
+
+def test_hibernation_test_resume_runs_freeze_then_restore_phases():
+    tr = parse("hibernate-test-resume").transitions[0]
+    assert tr.kind == "hibernation"
+    assert [p.name for p in tr.phases] == ["freeze", "freeze_late", "freeze_noirq",
+                                          "restore_noirq", "restore_early", "restore"]
+    restore = tr.phase("restore")
+    assert {e.device for e in restore.events if e.driver == "virtio-mmio"} == MMIO_BOUND
+    assert {e.callback for e in restore.events if e.driver == "virtio-mmio"} == {"platform_pm_restore"}
+
+
+def _shape(tl: dmesg.PmTimeline):
+    return [(t.kind, t.pm_test, [(p.name, [(e.driver, e.device, e.callback, e.rc) for e in p.events])
+                                 for p in t.phases]) for t in tl.transitions]
+
+
+def test_console_log_gives_the_same_transitions_as_the_per_cycle_dmesg():
+    console = dmesg.parse(read("console.log"))
+    per_cycle = []
+    for stem in ("s2idle-rtc-1", "s2idle-rtc-2", "pm-test-platform", "pm-test-devices",
+                 "pm-test-processors-refused", "hibernate-test-resume"):
+        per_cycle += _shape(parse(stem))
+    assert _shape(console) == per_cycle
+
+
+def test_console_log_contains_carriage_returns_and_escapes_that_are_ignored():
+    raw = read("console.log")
+    assert "\r" in raw and "\x1b[6n" in raw  # what QEMU stdio and busybox ash really send
+    assert all("\r" not in e.device for t in dmesg.parse(raw).transitions for p in t.phases for e in p.events)
+
+
+def test_parse_json_has_the_documented_shape(capsys):
+    assert cli.main(["parse", "--json", str(CAPTURE / "s2idle-rtc-1.dmesg")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    tr = doc["transitions"][0]
+    assert tr["kind"] == "suspend"
+    assert [p["name"] for p in tr["phases"]] == list(dmesg.SUSPEND_PHASES)
+    event = tr["phases"][3]["events"][0]
+    assert {k: event[k] for k in ("driver", "device", "callback", "module", "pid", "rc", "usecs", "seq")} == {
+        "driver": "pci", "device": "0000:00:00.0", "callback": "pci_pm_resume_noirq", "module": None,
+        "pid": 48, "rc": 0, "usecs": 1702, "seq": 114}
+    assert tr["warnings"] == [] and doc["warnings"] == []
+
+
+def test_the_panic_at_the_end_of_the_console_log_is_reported_outside_any_transition():
+    tl = dmesg.parse(read("console.log"))
+    assert [(w.kind, w.text) for w in tl.warnings] == [
+        ("panic", "Kernel panic - not syncing: sysrq triggered crash")]
+    assert all(t.warnings == () for t in tl.transitions)
+
+
+def test_parse_of_missing_file_is_a_usage_error(tmp_path, capsys):
+    assert cli.main(["parse", str(tmp_path / "nope.log")]) == 2
+    assert "nope.log" in capsys.readouterr().err
