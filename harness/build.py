@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness.cache import Cache, atomic_write, content_key
-from harness.errors import BuildError
+from harness.errors import BuildError, HarnessError
 from harness.kconfig import Request, configure, render
 from harness.proc import CommandLog, run
 from harness.toolchain import Toolchain
@@ -84,7 +85,13 @@ def build(tree: KernelTree, requests: list[Request], toolchain: Toolchain, cache
         data = json.loads(marker.read_text())
         data.update(seconds=0.0, cache_hit=True)
         return BuildResult(**{k: Path(v) if k in _PATH_FIELDS else v for k, v in data.items()})
-    configure(tree.path, out_dir, requests, toolchain, log)
+    fresh = not out_dir.exists()
+    try:
+        configure(tree.path, out_dir, requests, toolchain, log)
+    except HarnessError:
+        if fresh:  # a configuration that cannot be built leaves no cache entry behind
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     build_log = out_dir / "build.log"
     start = time.monotonic()
     res = run(toolchain.make_argv(tree.path, out_dir, *TARGETS), log, env=toolchain.make_env(),

@@ -61,6 +61,8 @@ class Toolchain:
     def make_env(self) -> dict[str, str]:
         """Environment for ``make``: ccache location and fixed build identity."""
         return {
+            # Untranslated compiler messages with ASCII quotes (Kbuild unexports LC_ALL).
+            "LANG": "C", "LC_CTYPE": "C", "LC_MESSAGES": "C",
             "CCACHE_DIR": str(self.ccache_dir),
             "CCACHE_BASEDIR": str(self.cache_root),
             "CCACHE_NOHASHDIR": "1",
