@@ -87,13 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(message: str) -> None:
+    """Progress line on stderr (stdout carries the report)."""
+    print(f"harness: {message}", file=sys.stderr, flush=True)
+
+
 def _prepare_guest(args, cache: Cache, log: CommandLog, timings: dict[str, float]) -> GuestArtifacts:
     tc = toolchain.arm64(cache, args.jobs)
     kt = tree.resolve_tree(args.tree, cache, log)
     requests = kconfig.merge(kconfig.fragment_paths(ROOT / "kconfigs", args.kconfig or kconfig.DEFAULT_FRAGMENTS))
+    _say(f"build {kt.describe} ({kt.commit[:12]}) for {tc.arch} ...")
     start = time.monotonic()
     built = build.build(kt, requests, tc, cache, log)
     timings["build"] = time.monotonic() - start
+    _say(f"build: {'cache hit' if built.cache_hit else f'{built.seconds:.1f} s'}, {built.image}")
     sysroot = fetch.guest_sysroot(cache, log)
     initramfs = rootfs.build_initramfs(ROOT / "guest-rootfs", sysroot, kt.path, cache, log)
     profile = qemu.find_profile(ROOT / "qemu-profiles", args.profile)
@@ -178,8 +185,10 @@ def cmd_run(args, cache: Cache) -> int:
         result.versions["gcc"] = art.build.gcc_version
         result.qemu_argv = _argv(art, out)
         result.console_log = str(out / "console.log")
+        _say(f"boot {art.profile.name}, console log {result.console_log}")
         with GuestSession(result.qemu_argv, out / "console.log", log, boot_timeout=args.boot_timeout) as session:
             result.timings["boot"] = session.boot_seconds or 0.0
+            _say(f"guest shell after {result.timings['boot']:.2f} s")
             facts = suspend.prepare(session)
             result.guest = facts
             result.versions["kernel"] = facts.kernel_release
@@ -192,14 +201,20 @@ def cmd_run(args, cache: Cache) -> int:
                     timeline = dmesg.parse(rec.dmesg)
                     result.cycles.append(report.CycleResult(rec, timeline, tuple(checks.check_cycle(rec, facts, timeline)),
                                                             dmesg_file.name))
-                    print(f"  {scenario.name} #{i}: {result.cycles[-1].verdict} ({rec.seconds:.2f} s)", flush=True)
+                    _say(f"{scenario.name} #{i}/{scenario.cycles}: {result.cycles[-1].verdict} ({rec.seconds:.2f} s)")
             result.timings["cycles"] = time.monotonic() - start
     except HarnessError as e:
         result.error = f"{type(e).__name__}: {e}"
         result.error_verdict = e.verdict
         exit_code = e.exit_code
+    except KeyboardInterrupt:
+        result.error, result.error_verdict = "interrupted (Ctrl-C or SIGTERM); QEMU was stopped", "ERROR"
+        raise
     finally:
         report.write_results(result)
+        disk = out / "disk.img"
+        if disk.exists() and exit_code is None and result.verdict == "PASS":
+            disk.unlink()  # up to disk_mb of swap; kept only when the run needs a look
     report.print_summary(result)
     return exit_code if exit_code is not None else _VERDICT_EXIT[result.verdict]
 

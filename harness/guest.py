@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import re
 import secrets
+import shlex
 import signal
 import string
 import time
@@ -95,7 +96,6 @@ class GuestSession:
 
         Raises :class:`BootError` if QEMU exits or no shell answers within ``boot_timeout``.
         """
-        import shlex
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
         self._logfile = open(self.console_log, "w", encoding="utf-8", errors="replace")
         self.log.write(f"$ {shlex.join(self.argv)}\n# console: {self.console_log}\n")

@@ -12,8 +12,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import jinja2
-import yaml
 
+from harness.config import check_keys, load_yaml_mapping
 from harness.errors import ConfigError
 
 
@@ -41,20 +41,8 @@ _PY_TYPES = {"str": str, "int": int, "tuple[str, ...]": list}
 
 def load_profile(path: Path) -> QemuProfile:
     """Load and validate a profile file; raises :class:`ConfigError` naming file and key."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read QEMU profile: {e.strerror}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a QEMU profile must be a mapping of keys")
-    unknown = sorted(set(data) - _REQUIRED)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_REQUIRED))})")
-    missing = sorted(_REQUIRED - set(data))
-    if missing:
-        raise ConfigError(f"{path}: missing key(s) {', '.join(missing)}")
+    data = load_yaml_mapping(path)
+    check_keys(str(path), data, _REQUIRED, _REQUIRED)
     for key in _REQUIRED:
         want = _PY_TYPES[str(_TYPES[key])]
         if not isinstance(data[key], want) or isinstance(data[key], bool):

@@ -17,9 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from harness.cache import Cache, atomic_write, content_key, file_sha256
+from harness.config import check_keys, load_yaml_mapping
 from harness.errors import ConfigError, SetupError
 from harness.proc import CommandLog, run, tail
 
@@ -48,30 +47,16 @@ class Initramfs:
     spec: str
 
 
-def _check_keys(where: str, entry: dict, allowed: set[str], required: set[str]) -> None:
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {entry!r}")
-    unknown = set(entry) - allowed
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)} (allowed: {sorted(allowed)})")
-    missing = required - set(entry)
-    if missing:
-        raise ConfigError(f"{where}: missing key(s) {sorted(missing)}")
-
-
 def load_recipe(recipe_dir: Path) -> dict:
     """Load and validate ``recipe_dir/rootfs.yaml``; raises :class:`ConfigError` naming file and key."""
     path = recipe_dir / "rootfs.yaml"
-    try:
-        recipe = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: cannot load: {e}") from e
-    _check_keys(str(path), recipe, _RECIPE_KEYS, {"dirs", "files"})
+    recipe = load_yaml_mapping(path)
+    check_keys(str(path), recipe, _RECIPE_KEYS, {"dirs", "files"})
     for i, node in enumerate(recipe.get("nodes") or []):
-        _check_keys(f"{path}: nodes[{i}]", node, _NODE_KEYS, _NODE_KEYS)
+        check_keys(f"{path}: nodes[{i}]", node, _NODE_KEYS, _NODE_KEYS)
     for section in ("files", "sysroot"):
         for i, entry in enumerate(recipe.get(section) or []):
-            _check_keys(f"{path}: {section}[{i}]", entry, _FILE_KEYS, {"src", "dest", "mode"})
+            check_keys(f"{path}: {section}[{i}]", entry, _FILE_KEYS, {"src", "dest", "mode"})
             if section == "files" and not (recipe_dir / entry["src"]).is_file():
                 raise ConfigError(f"{path}: {section}[{i}].src: {recipe_dir / entry['src']} does not exist")
     return recipe
@@ -91,21 +76,21 @@ def gen_init_cpio(tree: Path, cache: Cache, log: CommandLog) -> Path:
     return tool
 
 
-def _elf_deps(binary: Path, sysroot: Path, log: CommandLog) -> list[tuple[str, Path]]:
-    """Return ``(guest path, host file)`` for the interpreter and NEEDED libraries of ``binary``."""
+def _elf_deps(binary: Path, sysroot: Path, log: CommandLog) -> dict[str, Path]:
+    """Return ``{guest path: host file}`` for the interpreter and NEEDED libraries of ``binary``.
+
+    Raises :class:`SetupError` when a library is not in the sysroot.
+    """
     out = run(["aarch64-linux-gnu-readelf", "-d", "-l", "-W", binary], log).output
-    deps = []
+    deps: dict[str, Path] = {}
     if m := _INTERP.search(out):
-        deps.append((m["path"], (sysroot / m["path"].lstrip("/")).resolve()))
+        deps[m["path"]] = (sysroot / m["path"].lstrip("/")).resolve()
     for lib in _NEEDED.findall(out):
-        for d in _LIB_DIRS:
-            cand = sysroot / d / lib
-            if cand.exists():
-                deps.append((f"/lib/aarch64-linux-gnu/{lib}", cand.resolve()))
-                break
-        else:
+        found = next((sysroot / d / lib for d in _LIB_DIRS if (sysroot / d / lib).exists()), None)
+        if found is None:
             raise SetupError(f"{binary.name} needs {lib}, which is not in the sysroot {sysroot}")
-    return [(g, h) for g, h in deps if not any(g == d[0] for d in deps[: deps.index((g, h))])]
+        deps.setdefault(f"/lib/aarch64-linux-gnu/{lib}", found.resolve())
+    return deps
 
 
 def spec_lines(recipe: dict, recipe_dir: Path, sysroot: Path, log: CommandLog,
@@ -126,7 +111,7 @@ def spec_lines(recipe: dict, recipe_dir: Path, sysroot: Path, log: CommandLog,
             raise SetupError(f"{src} missing from the arm64 sysroot; run `make setup`")
         lines.append(f"file {f['dest']} {src.resolve()} {f['mode']} 0 0")
         if f.get("libs"):
-            lines += [f"file {g} {h} 0755 0 0" for g, h in _elf_deps(src, sysroot, log)]
+            lines += [f"file {g} {h} 0755 0 0" for g, h in _elf_deps(src, sysroot, log).items()]
     lines += [f"file {guest} {host.resolve()} 0644 0 0" for host, guest in extra_files]
     return sorted(set(lines), key=lambda line: line.split()[1])
 
@@ -140,9 +125,15 @@ def build_initramfs(recipe_dir: Path, sysroot: Path, tree: Path, cache: Cache, l
     """
     recipe = load_recipe(recipe_dir)
     spec = "\n".join(spec_lines(recipe, recipe_dir, sysroot, log, extra_files)) + "\n"
-    # Key over the spec and every file's content, so a changed /init rebuilds.
-    hashes = [file_sha256(Path(line.split()[2])) for line in spec.splitlines() if line.startswith("file ")]
-    out = cache.root / "rootfs" / f"initramfs-{content_key(spec, *hashes)}.cpio.gz"
+    # Key over each entry with its file's content in place of the host path, so the
+    # key is the same on every machine and a changed /init gives a new archive.
+    entries = []
+    for line in spec.splitlines():
+        fields = line.split()
+        if fields[0] == "file":
+            fields[2] = file_sha256(Path(fields[2]))
+        entries.append(" ".join(fields))
+    out = cache.root / "rootfs" / f"initramfs-{content_key(*entries)}.cpio.gz"
     if out.is_file():
         return Initramfs(out, file_sha256(out), spec)
     spec_file = atomic_write(out.with_suffix(".spec"), spec)

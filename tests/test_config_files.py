@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import kconfig, qemu
+from harness import kconfig, qemu, rootfs
 from harness.cli import ROOT
 from harness.errors import ConfigError
 
@@ -102,3 +102,26 @@ def test_profile_template_with_unknown_variable_is_an_error(tmp_path):
 def test_unknown_profile_lists_known_ones():
     with pytest.raises(ConfigError, match="known: virt-mmio"):
         qemu.find_profile(PROFILES, "virt-nope")
+
+
+def _recipe(tmp_path, text: str) -> Path:
+    (tmp_path / "init").write_text("#!/bin/sh\n")
+    (tmp_path / "rootfs.yaml").write_text(text)
+    return tmp_path
+
+
+def test_shipped_rootfs_recipe_loads():
+    recipe = rootfs.load_recipe(ROOT / "guest-rootfs")
+    assert {"path": "/dev/console", "mode": "0600", "type": "c", "major": 5, "minor": 1} in recipe["nodes"]
+
+
+def test_rootfs_recipe_with_unknown_key_names_entry_and_key(tmp_path):
+    d = _recipe(tmp_path, "dirs: [/bin]\nfiles:\n  - {src: init, dest: /init, mode: '0755', owner: 0}\n")
+    with pytest.raises(ConfigError, match=r"rootfs\.yaml: files\[0\]: unknown key\(s\) owner"):
+        rootfs.load_recipe(d)
+
+
+def test_rootfs_recipe_with_missing_source_file_names_it(tmp_path):
+    d = _recipe(tmp_path, "dirs: [/bin]\nfiles:\n  - {src: inti, dest: /init, mode: '0755'}\n")
+    with pytest.raises(ConfigError, match=r"files\[0\]\.src: .*inti does not exist"):
+        rootfs.load_recipe(d)

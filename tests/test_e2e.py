@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 import shutil
 import subprocess
 import sys
@@ -166,3 +168,34 @@ def test_compiler_error_exits_5_with_file_and_line_and_user_tree_untouched(tmp_p
     build_log = Path(proc.stderr.split("Build log: ")[1].strip())
     assert "kernel/bounds.c" in build_log.read_text()
     shutil.rmtree(build_log.parent)  # the key is new on every run (new commit): don't accumulate
+
+
+def test_ctrl_c_during_a_cycle_reaps_qemu_and_exits_130(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--out", str(tmp_path), "--rtc-cycles", "3",
+                             "--wake-seconds", "30"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    console = tmp_path / "console.log"
+    deadline = time.monotonic() + 600
+    while "echo mem > /sys/power/state" not in (console.read_text() if console.exists() else ""):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    qemu = [p for p in _children(proc.pid) if "qemu-system" in _cmdline(p)]
+    assert len(qemu) == 1
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(qemu[0], 0)
+
+
+def _children(pid: int) -> list[int]:
+    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(k) for k in kids] + [g for k in kids for g in _children(int(k))]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
