@@ -1,8 +1,12 @@
 """Cross-build the kernel ``Image`` and modules into a keyed ``O=`` directory.
 
-The build directory key covers the tree commit, the merged kconfig fragment
-and the compiler version, so an unchanged input is a cache hit and is not
-rebuilt.  A build is complete only when ``harness-build.json`` exists in its
+The source is always a worktree in the cache (:func:`harness.tree.apply_series`)
+and ``O=`` is ``<worktree>/build-<key>``: an immediate subdirectory, for which
+Kbuild sets ``srctree := ..`` (top-level Makefile), so every path the compiler
+sees is relative and the same in every worktree, and ccache hits when
+switching between revisions.  The key covers the tree commit, the merged
+kconfig fragment and the compiler version, so an unchanged input is a cache
+hit and is not rebuilt.  A build is complete only when ``harness-build.json`` exists in its
 directory (written last, atomically); an interrupted build is resumed by
 ``make`` on the next run.
 """
@@ -16,12 +20,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.cache import Cache, atomic_write, content_key
+from harness.cache import atomic_write, content_key
 from harness.errors import BuildError, HarnessError
 from harness.kconfig import Request, configure, render
 from harness.proc import CommandLog, run
 from harness.toolchain import Toolchain
-from harness.tree import KernelTree
+from harness.tree import AppliedTree
 
 #: gcc/clang diagnostics: ``path/file.c:12:5: error: message``.
 _COMPILER_ERROR = re.compile(r"^(?P<file>[^\s:]+):(?P<line>\d+):(?:(?P<col>\d+):)? (?:fatal )?error: (?P<msg>.*)$")
@@ -54,7 +58,7 @@ class BuildResult:
     gcc_version: str
 
 
-def build_key(tree: KernelTree, requests: list[Request], toolchain: Toolchain) -> str:
+def build_key(tree: AppliedTree, requests: list[Request], toolchain: Toolchain) -> str:
     """Return the build directory key for this tree commit, fragment and compiler."""
     return content_key(tree.commit, render(requests), toolchain.gcc_version, toolchain.arch, *TARGETS)
 
@@ -70,8 +74,7 @@ def first_error(log_text: str) -> str | None:
     return other
 
 
-def build(tree: KernelTree, requests: list[Request], toolchain: Toolchain, cache: Cache,
-          log: CommandLog) -> BuildResult:
+def build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log: CommandLog) -> BuildResult:
     """Configure and build ``Image`` and ``modules`` for ``tree``.
 
     Raises :class:`~harness.errors.ConfigError` if a requested symbol did not
@@ -79,7 +82,7 @@ def build(tree: KernelTree, requests: list[Request], toolchain: Toolchain, cache
     the build log path if make fails.
     """
     key = build_key(tree, requests, toolchain)
-    out_dir = cache.root / "build" / key
+    out_dir = tree.path / f"build-{key}"
     marker = out_dir / _MARKER
     if marker.is_file():
         data = json.loads(marker.read_text())

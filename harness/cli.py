@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import __version__, build, checks, dmesg, fetch, kconfig, qemu, report, rootfs, suspend, toolchain, tree
+from harness import (__version__, build, checks, dmesg, fetch, kconfig, qemu, report, rootfs, series, suspend,
+                     toolchain, tree)
 from harness.cache import Cache
 from harness.errors import HarnessError, UsageError
 from harness.guest import GuestSession
@@ -35,14 +36,28 @@ _VERDICT_EXIT = {"PASS": 0, "FAIL": 1, "XPASS": 1, "ERROR": 1, "HANG": 7}
 class GuestArtifacts:
     """What a guest needs: the tree and build it came from, the initramfs, the profile."""
 
-    tree: tree.KernelTree
+    tree: tree.AppliedTree
     build: build.BuildResult
     initramfs: rootfs.Initramfs
     profile: qemu.QemuProfile
 
 
+def _add_series_options(p: argparse.ArgumentParser, positional: bool = False) -> None:
+    if positional:
+        p.add_argument("series", metavar="SERIES", help="mbox, patch directory, lore message-id, or patches/NAME")
+    else:
+        p.add_argument("--series", metavar="SERIES",
+                       help="revision to apply: mbox, patch directory, lore message-id, or patches/NAME")
+    p.add_argument("--series-version", type=int, metavar="N", help="with a message-id: which revision (b4 am -v N)")
+    p.add_argument("--b4-local-mbox", type=Path, metavar="MBOX",
+                   help="with a message-id: let b4 read this mbox instead of lore (b4 am -m)")
+
+
 def _add_tree_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tree", metavar="PATH", help="kernel git tree (default: the embedded linux-source-6.12)")
+    p.add_argument("--base", metavar="REF",
+                   help="commit to apply the series on (default: its base-commit if the tree has it, else HEAD)")
+    p.add_argument("--upto", type=int, metavar="K", help="apply only the first K patches of the series")
     p.add_argument("--kconfig", metavar="FRAGMENT", action="append",
                    help=f"kconfig fragment name in kconfigs/ or path; repeatable "
                         f"(default: {' '.join(kconfig.DEFAULT_FRAGMENTS)})")
@@ -50,6 +65,7 @@ def _add_tree_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_guest_options(p: argparse.ArgumentParser) -> None:
+    _add_series_options(p)
     _add_tree_options(p)
     p.add_argument("--profile", default="virt-mmio", help="QEMU profile in qemu-profiles/ (default: virt-mmio)")
     p.add_argument("--boot-timeout", type=float, default=120.0, metavar="SECONDS",
@@ -64,7 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("setup", help="download guest packages and import the default kernel tree into the cache")
 
+    p = sub.add_parser("series", help="inspect a series revision")
+    ssub = p.add_subparsers(dest="series_command", required=True)
+    p = ssub.add_parser("show", help="table of a revision: version, index, subject, author, msgid, base")
+    _add_series_options(p, positional=True)
+
+    p = sub.add_parser("apply", help="apply a revision with git am in its own worktree; print path and commits")
+    _add_series_options(p, positional=True)
+    _add_tree_options(p)
+
     p = sub.add_parser("build", help="configure and build a kernel Image and modules")
+    _add_series_options(p)
     _add_tree_options(p)
 
     p = sub.add_parser("boot", help="build, then boot the guest with its console on this terminal")
@@ -92,15 +118,48 @@ def _say(message: str) -> None:
     print(f"harness: {message}", file=sys.stderr, flush=True)
 
 
-def _prepare_guest(args, cache: Cache, log: CommandLog, timings: dict[str, float]) -> GuestArtifacts:
-    tc = toolchain.arm64(cache, args.jobs)
+def _load_series(args, cache: Cache, log: CommandLog) -> series.Series | None:
+    spec = getattr(args, "series", None)
+    if not spec:
+        return None
+    rev, _ = series.load_revision(spec, cache, log, version=args.series_version, local_mbox=args.b4_local_mbox)
+    return rev
+
+
+def _applied_tree(args, cache: Cache, log: CommandLog) -> tree.AppliedTree:
+    """The worktree to build: the tree at its base, with the series (or its first --upto patches)."""
     kt = tree.resolve_tree(args.tree, cache, log)
+    rev = _load_series(args, cache, log)
+    base, warning = tree.resolve_base(kt, args.base, rev.base_commit if rev else None, log)
+    if warning:
+        _say(f"warning: {warning}")
+    patches = ()
+    if rev:
+        upto = rev.total if args.upto is None else args.upto
+        if not 0 <= upto <= rev.total:
+            raise UsageError(f"--upto {args.upto}: the revision has {rev.total} patches")
+        patches = rev.patches[:upto]
+        _say(f"apply v{rev.version} patches 1-{upto} of {rev.total} on {base[:12]}")
+    elif args.upto is not None:
+        raise UsageError("--upto needs --series")
+    return tree.apply_series(kt, base, patches, cache, log, rev.version if rev else None,
+                             rev.base_commit if rev else None)
+
+
+def _build(args, cache: Cache, log: CommandLog, timings: dict[str, float]) -> tuple[tree.AppliedTree, build.BuildResult]:
+    tc = toolchain.arm64(cache, args.jobs)
+    applied = _applied_tree(args, cache, log)
     requests = kconfig.merge(kconfig.fragment_paths(ROOT / "kconfigs", args.kconfig or kconfig.DEFAULT_FRAGMENTS))
-    _say(f"build {kt.describe} ({kt.commit[:12]}) for {tc.arch} ...")
+    _say(f"build {applied.describe} ({applied.commit[:12]}) for {tc.arch} ...")
     start = time.monotonic()
-    built = build.build(kt, requests, tc, cache, log)
+    built = build.build(applied, requests, tc, log)
     timings["build"] = time.monotonic() - start
     _say(f"build: {'cache hit' if built.cache_hit else f'{built.seconds:.1f} s'}, {built.image}")
+    return applied, built
+
+
+def _prepare_guest(args, cache: Cache, log: CommandLog, timings: dict[str, float]) -> GuestArtifacts:
+    kt, built = _build(args, cache, log, timings)
     sysroot = fetch.guest_sysroot(cache, log)
     initramfs = rootfs.build_initramfs(ROOT / "guest-rootfs", sysroot, kt.path, cache, log)
     profile = qemu.find_profile(ROOT / "qemu-profiles", args.profile)
@@ -125,7 +184,10 @@ def _scenarios(args) -> list[suspend.Scenario]:
 def _reproducer(args, kt_path: str | None) -> str:
     argv = ["harness", "run", "--profile", args.profile]
     if kt_path:
-        argv += ["--tree", kt_path]
+        argv += ["--tree", str(Path(kt_path).resolve())]
+    for opt in ("series", "base", "upto", "series_version"):
+        if getattr(args, opt, None) is not None:
+            argv += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
     for frag in args.kconfig or []:
         argv += ["--kconfig", frag]
     argv += ["--rtc-cycles", str(args.rtc_cycles), "--pm-test-cycles", str(args.pm_test_cycles),
@@ -146,12 +208,30 @@ def cmd_setup(args, cache: Cache) -> int:
     return 0
 
 
+def cmd_series(args, cache: Cache) -> int:
+    log = CommandLog(cache.root / "series.log")
+    rev, manifest = series.load_revision(args.series, cache, log, version=args.series_version,
+                                         local_mbox=args.b4_local_mbox)
+    report.print_series(rev, manifest)
+    return 0
+
+
+def cmd_apply(args, cache: Cache) -> int:
+    log = CommandLog(cache.root / "apply.log")
+    if not args.series:
+        raise UsageError("harness apply needs a series")
+    applied = _applied_tree(args, cache, log)
+    print(f"worktree: {applied.path}")
+    print(f"base:     {applied.base}")
+    for index, subject, sha in applied.patch_commits:
+        print(f"  {index:>2} {sha[:12]} {subject}")
+    print(f"HEAD:     {applied.commit}")
+    return 0
+
+
 def cmd_build(args, cache: Cache) -> int:
     log = CommandLog(cache.root / "build.log")
-    tc = toolchain.arm64(cache, args.jobs)
-    kt = tree.resolve_tree(args.tree, cache, log)
-    requests = kconfig.merge(kconfig.fragment_paths(ROOT / "kconfigs", args.kconfig or kconfig.DEFAULT_FRAGMENTS))
-    result = build.build(kt, requests, tc, cache, log)
+    _, result = _build(args, cache, log, {})
     print(f"Image: {result.image}")
     print(f"build: {result.out_dir} ({'cache hit' if result.cache_hit else f'{result.seconds:.1f} s'})")
     return 0
@@ -178,8 +258,11 @@ def cmd_run(args, cache: Cache) -> int:
     exit_code = None
     try:
         art = _prepare_guest(args, cache, log, result.timings)
-        result.tree = {"path": str(art.tree.path), "commit": art.tree.commit, "describe": art.tree.describe,
-                       "version": art.tree.version, "embedded": art.tree.embedded}
+        result.tree = {"path": str(art.tree.source.path), "worktree": str(art.tree.path),
+                       "commit": art.tree.commit, "base": art.tree.base, "describe": art.tree.describe,
+                       "version": art.tree.version, "embedded": art.tree.embedded,
+                       "series_version": art.tree.series_version,
+                       "patches": [{"index": i, "subject": s, "commit": c} for i, s, c in art.tree.patch_commits]}
         result.build = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(art.build).items()}
         result.initramfs = {"path": str(art.initramfs.path), "sha256": art.initramfs.sha256}
         result.versions["gcc"] = art.build.gcc_version
@@ -247,7 +330,7 @@ def cmd_parse(args, cache: Cache) -> int:
     return 0
 
 
-_COMMANDS = {"setup": cmd_setup, "build": cmd_build, "boot": cmd_boot, "run": cmd_run, "parse": cmd_parse}
+_COMMANDS = {"setup": cmd_setup, "series": cmd_series, "apply": cmd_apply, "build": cmd_build, "boot": cmd_boot, "run": cmd_run, "parse": cmd_parse}
 
 
 def _raise_interrupt(signum, frame):

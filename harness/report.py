@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from email.utils import parseaddr
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -172,3 +173,22 @@ def print_summary(run: RunResult, console: Console | None = None) -> None:
         console.print(f"console log: {run.console_log}")
     console.print(f"results: {run.out_dir / 'results.json'}")
     console.print(f"[bold]verdict: {run.verdict}[/]")
+
+
+def print_series(rev, manifest=None, console: Console | None = None) -> None:
+    """Print a revision as a table: version, index, subject, author, Message-ID, base."""
+    console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 150)
+    console.print(f"[bold]{rev.title}[/]", markup=True)
+    rfc = " RFC" if rev.patches[0].rfc else ""
+    console.print(f"  v{rev.version}{rfc}, {rev.total} patches, base-commit: {rev.base_commit or '(none given)'}"
+                  f"{', cover ' + rev.cover.msgid if rev.cover else ''}", markup=False)
+    console.print(f"  source: {rev.source}" + (f" (manifest {manifest.path})" if manifest else ""), markup=False)
+    table = Table()
+    for col in ("v", "#", "subject", "author", "message-id", "+/-"):
+        table.add_column(col)
+    for p in ((rev.cover,) if rev.cover else ()) + rev.patches:
+        added = sum(a for _, a, _ in p.diffstat)
+        removed = sum(r for _, _, r in p.diffstat)
+        table.add_row(str(p.version), f"{p.index}/{p.total}", p.subject, parseaddr(p.author)[0] or p.author, p.msgid,
+                      f"+{added}/-{removed}" if p.index else "")
+    console.print(table)

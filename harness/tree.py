@@ -7,13 +7,15 @@ in the cache.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cache import Cache, atomic_dir
-from harness.errors import SetupError, UsageError
+from harness.cache import Cache, atomic_dir, atomic_write, content_key
+from harness.errors import ApplyError, SetupError, UsageError
 from harness.fetch import linux_source
 from harness.proc import CommandLog, run, tail
 
@@ -118,3 +120,155 @@ def resolve_tree(path: str | os.PathLike | None, cache: Cache, log: CommandLog) 
     if path:
         return user_tree(Path(path), log)
     return embedded_tree(cache, log)
+
+
+# --- Worktrees: where revisions are applied and every build happens -------------------
+
+#: ``git am`` messages (builtin/am.c, apply.c) that locate a failure.
+_AM_FAILED_AT = re.compile(r"^Patch failed at (?P<num>\d+) (?P<subject>.*)$", re.M)
+_AM_HUNK = re.compile(r"^error: patch failed: (?P<file>\S+):(?P<line>\d+)$", re.M)
+_AM_FILE = re.compile(r"^error: (?P<file>\S+): (?P<why>patch does not apply|does not exist in index|already exists in index)$", re.M)
+_AM_CONFLICT = re.compile(r"^CONFLICT \([^)]*\): Merge conflict in (?P<file>\S+)$", re.M)
+
+#: Committer used for applied patches: with ``--committer-date-is-author-date`` the
+#: commit ids of an applied revision are the same on every machine and every run.
+_AM_IDENTITY = {"GIT_COMMITTER_NAME": "virtio-pm-harness", "GIT_COMMITTER_EMAIL": "harness@localhost"}
+
+
+@dataclass(frozen=True)
+class AppliedTree:
+    """A git worktree in the cache at ``base`` with the first ``len(patch_commits)``
+    patches of a revision applied (none for a plain build).
+
+    ``path``/``commit``/``describe`` mirror :class:`KernelTree` so that the build
+    stage takes either; ``patch_commits`` are ``(index, subject, sha)``.
+    """
+
+    path: Path
+    commit: str
+    describe: str
+    source: KernelTree
+    base: str
+    series_version: int | None
+    patch_commits: tuple[tuple[int, str, str], ...]
+
+    @property
+    def version(self) -> str:
+        return self.source.version
+
+    @property
+    def embedded(self) -> bool:
+        return self.source.embedded
+
+
+def resolve_base(kt: KernelTree, base_ref: str | None, series_base: str | None,
+                 log: CommandLog) -> tuple[str, str | None]:
+    """Return ``(base sha, warning or None)``.
+
+    ``base_ref`` wins; else the series' ``base-commit`` if the tree has it; else
+    the tree's HEAD, with a warning.  Raises :class:`UsageError` for an unknown ``base_ref``.
+    """
+    def commit_of(ref: str) -> str | None:
+        res = run(["git", "-C", kt.path, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], log)
+        return res.output.strip() if res.returncode == 0 else None
+
+    if base_ref:
+        sha = commit_of(base_ref)
+        if sha is None:
+            raise UsageError(f"--base {base_ref!r} is not a commit in {kt.path}")
+        return sha, None
+    if series_base:
+        sha = commit_of(series_base)
+        if sha:
+            return sha, None
+        return kt.commit, (f"the series' base-commit {series_base[:12]} is not in {kt.path}; "
+                           f"applying on its HEAD {kt.commit[:12]} ({kt.describe}) instead")
+    return kt.commit, None
+
+
+def _worktree_record(path: Path) -> dict | None:
+    marker = path.with_suffix(".json")
+    return json.loads(marker.read_text()) if marker.is_file() and path.is_dir() else None
+
+
+def apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: CommandLog,
+                 series_version: int | None = None, series_base: str | None = None) -> AppliedTree:
+    """Return a worktree of ``kt`` at ``base`` with ``patches`` applied by ``git am --3way``.
+
+    ``patches`` are :class:`harness.series.Patch` objects (may be empty: a plain
+    checkout of ``base``).  Each (tree, base, patches) gets its own worktree
+    under ``$HARNESS_CACHE/worktrees/``, created once and reused.  The user's
+    checkout, branches, index and stash are not touched (git records the
+    worktree under ``.git/worktrees/`` only).  Raises :class:`ApplyError`
+    (exit 4) naming the patch, file and hunk that failed; nothing half-applied
+    is left behind.
+    """
+    key = content_key(str(kt.path), base, *(p.raw for p in patches))
+    final = cache.root / "worktrees" / key
+    if rec := _worktree_record(final):
+        return AppliedTree(final, rec["commit"], rec["describe"], kt, base, series_version,
+                           tuple(tuple(x) for x in rec["patch_commits"]))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():  # a worktree without its record: an interrupted earlier attempt
+        _remove_worktree(kt, final, log)
+    tmp = final.with_name(f"{key}.tmp-{os.getpid()}")
+    res = run(["git", "-C", kt.path, "worktree", "add", "--detach", tmp, base], log)
+    if res.returncode != 0:
+        raise SetupError(f"git worktree add {tmp} {base[:12]} failed in {kt.path}:\n{tail(res.output)}")
+    try:
+        if patches:
+            mails = tmp.parent / f"{tmp.name}.mails"
+            mails.mkdir()
+            files = []
+            for p in patches:
+                f = mails / f"{p.index:04d}.patch"
+                f.write_bytes(p.raw if p.raw.startswith(b"From ") else b"From harness Mon Sep 17 00:00:00 2001\n" + p.raw)
+                files.append(f)
+            res = run(["git", "-C", tmp, "am", "--3way", "--committer-date-is-author-date", *files], log,
+                      env=_AM_IDENTITY)
+            shutil.rmtree(mails, ignore_errors=True)
+            if res.returncode != 0:
+                run(["git", "-C", tmp, "am", "--abort"], log)
+                raise ApplyError(_apply_failure(res.output, patches, kt, base, series_base))
+        shas = _git(tmp, log, "rev-list", "--reverse", f"{base}..HEAD").split()
+        commit = _git(tmp, log, "rev-parse", "HEAD")
+        applied = tuple((p.index, p.subject, sha) for p, sha in zip(patches, shas))
+        describe = f"{kt.describe}+v{series_version}.{len(patches)}" if patches else kt.describe
+        res = run(["git", "-C", kt.path, "worktree", "move", tmp, final], log)
+        if res.returncode != 0:
+            raise SetupError(f"git worktree move {tmp} {final} failed:\n{tail(res.output)}")
+    except BaseException:
+        _remove_worktree(kt, tmp, log)
+        raise
+    atomic_write(final.with_suffix(".json"), json.dumps(
+        {"commit": commit, "describe": describe, "base": base, "patch_commits": applied}, indent=2))
+    return AppliedTree(final, commit, describe, kt, base, series_version, applied)
+
+
+def _remove_worktree(kt: KernelTree, path: Path, log: CommandLog) -> None:
+    run(["git", "-C", kt.path, "worktree", "remove", "--force", path], log)
+    shutil.rmtree(path, ignore_errors=True)
+    run(["git", "-C", kt.path, "worktree", "prune"], log)
+
+
+def _apply_failure(output: str, patches: tuple, kt: KernelTree, base: str, series_base: str | None) -> str:
+    """Turn ``git am`` output into a message naming patch, file and hunk."""
+    lines = []
+    if m := _AM_FAILED_AT.search(output):
+        n = int(m["num"])
+        p = patches[n - 1] if 0 < n <= len(patches) else None
+        lines.append(f"patch {p.index}/{p.total} did not apply: {p.subject!r} ({p.origin})" if p
+                     else f"patch {n} did not apply: {m['subject']}")
+    else:
+        lines.append("git am failed")
+    for m in _AM_HUNK.finditer(output):
+        lines.append(f"  hunk failed: {m['file']}:{m['line']}")
+    for m in _AM_FILE.finditer(output):
+        lines.append(f"  {m['file']}: {m['why']}")
+    for m in _AM_CONFLICT.finditer(output):
+        lines.append(f"  3-way merge conflict in {m['file']}")
+    lines.append(f"  applied on {base[:12]} in {kt.path} (HEAD {kt.commit[:12]}, {kt.describe})"
+                 + (f"; the series asks for base-commit {series_base}" if series_base else ""))
+    lines.append("  Nothing was left applied. Pass --base with the commit the revision was written "
+                 "against, or a tree that has it (--tree).")
+    return "\n".join(lines)

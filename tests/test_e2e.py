@@ -98,7 +98,7 @@ def test_suspend_without_a_wake_source_is_a_hang_and_qemu_is_reaped(tmp_path):
     log = CommandLog(tmp_path / "commands.log")
 
     class Args:
-        tree = kconfig = jobs = None
+        tree = kconfig = jobs = series = base = upto = None
         profile = "virt-mmio"
 
     art = _prepare_guest(Args, cache, log, {})

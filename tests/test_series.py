@@ -1,0 +1,270 @@
+"""Series input and application, on series made by ``git format-patch`` in
+throwaway repositories created by the tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import series, tree
+from harness.cache import Cache
+from harness.cli import ROOT
+from harness.errors import ApplyError, ConfigError, SeriesError
+from harness.proc import CommandLog
+
+GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "A U Thor", "GIT_AUTHOR_EMAIL": "author@example.org",
+           "GIT_COMMITTER_NAME": "C O Mitter", "GIT_COMMITTER_EMAIL": "committer@example.org",
+           "GIT_AUTHOR_DATE": "2026-05-16T01:57:56Z", "GIT_COMMITTER_DATE": "2026-05-16T01:57:56Z"}
+LOG = CommandLog(None)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
+                          env=GIT_ENV).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """A repo with a base commit and three patches on top (drivers/a.c, b.c, a.c)."""
+    r = tmp_path / "repo"
+    r.mkdir()
+    git(r, "init", "-q", "-b", "master")
+    (r / "drivers").mkdir()
+    (r / "drivers" / "a.c").write_text("".join(f"int a{i};\n" for i in range(20)))
+    (r / "drivers" / "b.c").write_text("int b;\n")
+    git(r, "add", "-A")
+    git(r, "commit", "-qm", "base")
+    git(r, "tag", "base")
+    for n, (f, old, new) in enumerate([("a.c", "int a3;", "int a3 = 3;"), ("b.c", "int b;", "long b;"),
+                                       ("a.c", "int a15;", "int a15 = 15;")], 1):
+        p = r / "drivers" / f
+        p.write_text(p.read_text().replace(old, new))
+        git(r, "commit", "-qam", f"drivers: change {n}", "-m", f"Why change {n} is needed.")
+    return r
+
+
+def format_patch(repo: Path, out: Path, *args: str) -> Path:
+    git(repo, "format-patch", "-q", "--thread", "-o", str(out), *args)
+    return out
+
+
+def as_mbox(patch_dir: Path, order=None) -> Path:
+    files = sorted(patch_dir.glob("*.patch"))
+    if order:
+        files = [files[i] for i in order]
+    mbox = patch_dir.with_suffix(".mbx")
+    mbox.write_bytes(b"".join(f.read_bytes() for f in files))
+    return mbox
+
+
+def test_directory_with_cover_and_base_commit(repo, tmp_path):
+    d = format_patch(repo, tmp_path / "p", "--cover-letter", "--base=base", "--rfc", "-v9", "base..HEAD")
+    s = series.from_directory(d)
+    assert (s.version, s.total, s.base_commit) == (9, 3, git(repo, "rev-parse", "base"))
+    assert [p.subject for p in s.patches] == ["drivers: change 1", "drivers: change 2", "drivers: change 3"]
+    assert s.cover is not None and s.cover.index == 0 and s.patches[0].rfc
+    assert s.patches[0].prefix == "RFC PATCH v9 1/3"
+    assert s.patches[1].diffstat == [("drivers/b.c", 1, 1)]
+    assert s.patches[0].author == "A U Thor <author@example.org>"
+    assert s.patches[2].in_reply_to == s.cover.msgid
+    assert "Why change 1 is needed." in s.patches[0].body
+
+
+def test_mbox_in_any_order_is_applied_in_index_order_and_without_prefix_options(repo, tmp_path):
+    d = format_patch(repo, tmp_path / "p", "base..HEAD")
+    s = series.from_mbox(as_mbox(d, order=[2, 0, 1]))
+    assert [p.index for p in s.patches] == [1, 2, 3]
+    assert (s.version, s.cover, s.base_commit, s.patches[0].rfc) == (1, None, None, False)
+
+
+def test_single_patch_without_counter_is_1_of_1(repo, tmp_path):
+    d = format_patch(repo, tmp_path / "p", "--subject-prefix=PATCH net-next", "-1")
+    s = series.from_directory(d)
+    assert (s.total, s.patches[0].index, s.patches[0].subject) == (1, 1, "drivers: change 3")
+
+
+def test_missing_patch_is_named(repo, tmp_path):
+    d = format_patch(repo, tmp_path / "p", "-v2", "base..HEAD")
+    next(d.glob("*0002*")).unlink()
+    with pytest.raises(SeriesError, match=r"v2 is incomplete: missing patch\(es\) 2/3"):
+        series.from_directory(d)
+
+
+def test_duplicate_patch_is_named(repo, tmp_path):
+    d = format_patch(repo, tmp_path / "p", "base..HEAD")
+    files = sorted(d.glob("*.patch"))
+    (d / "9999-again.patch").write_bytes(files[1].read_bytes())
+    with pytest.raises(SeriesError, match=r"patch 2/3 appears twice"):
+        series.from_directory(d)
+
+
+def test_mixed_revisions_are_refused(repo, tmp_path):
+    v1 = format_patch(repo, tmp_path / "v1", "base..HEAD")
+    v2 = format_patch(repo, tmp_path / "v2", "-v2", "base..HEAD")
+    mbox = tmp_path / "mixed.mbx"
+    mbox.write_bytes(sorted(v1.glob("*.patch"))[0].read_bytes() + b"".join(
+        f.read_bytes() for f in sorted(v2.glob("*.patch"))[1:]))
+    with pytest.raises(SeriesError, match="mixes revisions v1, v2"):
+        series.from_mbox(mbox)
+
+
+def test_patch_without_diff_is_refused(repo, tmp_path):
+    git(repo, "commit", "-q", "--allow-empty", "-m", "drivers: nothing")
+    d = format_patch(repo, tmp_path / "p", "--always", "HEAD~2..HEAD")
+    with pytest.raises(SeriesError, match=r"patch 2/2 'drivers: nothing' has no diff"):
+        series.from_directory(d)
+
+
+def test_mail_that_is_not_a_patch_is_refused(repo, tmp_path):
+    d = format_patch(repo, tmp_path / "p", "-k", "-1")  # -k: subject without [PATCH]
+    with pytest.raises(SeriesError, match=r"not a patch mail \(subject 'drivers: change 3'"):
+        series.from_directory(d)
+
+
+def test_corrupt_mbox_is_refused(tmp_path):
+    bad = tmp_path / "bad.mbx"
+    bad.write_bytes(b"\x00\x01garbage without any mail\n")
+    with pytest.raises(SeriesError, match="no mails found"):
+        series.from_mbox(bad)
+
+
+def test_cover_without_base_commit(repo, tmp_path):
+    s = series.from_directory(format_patch(repo, tmp_path / "p", "--cover-letter", "base..HEAD"))
+    assert s.cover is not None and s.base_commit is None
+
+
+def test_message_id_through_b4_with_a_local_mbox(repo, tmp_path):
+    d = format_patch(repo, tmp_path / "p", "--cover-letter", "--base=base", "-v3", "base..HEAD")
+    s0 = series.from_directory(d)
+    cache = Cache(tmp_path / "cache")
+    s = series.load(f"<{s0.cover.msgid}>", cache, LOG, local_mbox=as_mbox(d))
+    assert (s.version, s.total, s.base_commit) == (3, 3, s0.base_commit)
+    assert [p.msgid for p in s.patches] == [p.msgid for p in s0.patches]
+    assert s.cover.msgid == s0.cover.msgid
+    # cached: a second load does not need the local mbox any more
+    assert series.fetch_msgid(s0.cover.msgid, cache, LOG, local_mbox=as_mbox(d)).is_file()
+
+
+def test_unreachable_message_id_is_a_series_error_with_a_way_out(tmp_path):
+    with pytest.raises(SeriesError, match=r"(?s)b4 could not fetch .*absent\.mbx does not exist.*pass the \.mbx file instead") as err:
+        series.load("20990101000000.1-1-nobody@example.org", Cache(tmp_path), LOG,
+                    local_mbox=tmp_path / "absent.mbx")
+    assert err.value.exit_code == 3
+
+
+def test_shipped_manifests_describe_v6_and_v9():
+    v6 = series.load_manifest(ROOT / "patches" / "v6" / "series.yaml")
+    v9 = series.load_manifest(ROOT / "patches" / "v9" / "series.yaml")
+    assert (v6.version, len(v6.subjects), v6.message_id) == (6, 4, "20260427173045.28652-1-baver.bae@gmail.com")
+    assert (v9.version, len(v9.subjects)) == (9, 5)
+    assert v9.subjects[0] == "virtio-mmio: move guest page size setting into vm_reset()"
+    assert v9.patch_msgids[3] == "20260516015756.20948-5-baver.bae@gmail.com"
+
+
+def _manifest(tmp_path, mbox: Path, subjects: list[str], version: int = 1, extra: str = "",
+              name: str = "manifest") -> Path:
+    d = tmp_path / name
+    d.mkdir()
+    lines = [f"name: t\ntitle: t\nversion: {version}\nmessage_id: x@y\nmbox: {mbox}\n{extra}patches:"]
+    lines += [f"  - subject: \"{s}\"" for s in subjects]
+    (d / "series.yaml").write_text("\n".join(lines) + "\n")
+    return d
+
+
+def test_manifest_with_local_mbox_is_checked_against_the_series(repo, tmp_path):
+    mbox = as_mbox(format_patch(repo, tmp_path / "p", "base..HEAD"))
+    good = _manifest(tmp_path, mbox, ["drivers: change 1", "drivers: change 2", "drivers: change 3"])
+    s, m = series.load_revision(str(good), Cache(tmp_path / "c"), LOG)
+    assert s.total == 3 and m.name == "t"
+    bad = _manifest(tmp_path, mbox, ["drivers: change 1", "drivers: typo", "drivers: change 3"], name="bad")
+    with pytest.raises(SeriesError, match=r"patch 2 is 'drivers: change 2', expected 'drivers: typo'"):
+        series.load_revision(str(bad), Cache(tmp_path / "c"), LOG)
+
+
+def test_manifest_with_unknown_key_names_it(repo, tmp_path):
+    d = _manifest(tmp_path, tmp_path / "none.mbx", ["x"], extra="patchez: 3\n")
+    with pytest.raises(ConfigError, match=r"series\.yaml: unknown key\(s\) patchez"):
+        series.load_revision(str(d), Cache(tmp_path / "c"), LOG)
+
+
+# --- applying -----------------------------------------------------------------------
+
+def kernel_tree(repo: Path) -> tree.KernelTree:
+    return tree.KernelTree(repo, git(repo, "rev-parse", "HEAD"), "0.0", "test", embedded=False)
+
+
+def user_state(repo: Path) -> str:
+    return "\n".join(git(repo, *a) for a in (["rev-parse", "HEAD"], ["for-each-ref"], ["status", "--porcelain"],
+                                             ["stash", "list"], ["symbolic-ref", "HEAD"]))
+
+
+@pytest.fixture
+def user_repo(repo, tmp_path):
+    """The user's checkout: reset to base, with a stash and an uncommitted change."""
+    s = series.from_directory(format_patch(repo, tmp_path / "p", "--cover-letter", "--base=base", "-v9",
+                                           "base..HEAD"))
+    git(repo, "reset", "-q", "--hard", "base")
+    (repo / "drivers" / "b.c").write_text("int b; /* stashed */\n")
+    git(repo, "stash", "-q")
+    (repo / "drivers" / "a.c").write_text((repo / "drivers" / "a.c").read_text() + "/* wip */\n")
+    return repo, s
+
+
+def test_apply_makes_a_reused_worktree_and_leaves_the_user_checkout_alone(user_repo, tmp_path):
+    repo, s = user_repo
+    before = user_state(repo)
+    kt = kernel_tree(repo)
+    base, warning = tree.resolve_base(kt, None, s.base_commit, LOG)
+    assert (base, warning) == (git(repo, "rev-parse", "base"), None)
+    cache = Cache(tmp_path / "cache")
+    applied = tree.apply_series(kt, base, s.patches, cache, LOG, s.version, s.base_commit)
+    assert applied.path.parent == cache.root / "worktrees"
+    assert [(i, subj) for i, subj, _ in applied.patch_commits] == [
+        (1, "drivers: change 1"), (2, "drivers: change 2"), (3, "drivers: change 3")]
+    assert git(applied.path, "rev-list", "--count", f"{base}..HEAD") == "3"
+    assert "int a15 = 15;" in (applied.path / "drivers" / "a.c").read_text()
+    assert user_state(repo) == before
+    again = tree.apply_series(kt, base, s.patches, cache, LOG, s.version)
+    assert (again.path, again.commit) == (applied.path, applied.commit)
+    # the same revision on the same base gives the same commit ids anywhere
+    other = tree.apply_series(kt, base, s.patches, Cache(tmp_path / "other"), LOG, s.version)
+    assert other.commit == applied.commit and other.path != applied.path
+
+
+def test_upto_applies_the_first_k_patches(user_repo, tmp_path):
+    repo, s = user_repo
+    kt = kernel_tree(repo)
+    applied = tree.apply_series(kt, git(repo, "rev-parse", "base"), s.patches[:2], Cache(tmp_path / "c"), LOG, 9)
+    assert len(applied.patch_commits) == 2 and applied.describe == "test+v9.2"
+    assert "int a15;" in (applied.path / "drivers" / "a.c").read_text()
+
+
+def test_conflict_names_patch_file_and_base_and_leaves_nothing_applied(user_repo, tmp_path):
+    repo, s = user_repo
+    git(repo, "stash", "drop", "-q")
+    git(repo, "checkout", "-q", "--", ".")
+    (repo / "drivers" / "b.c").write_text("short b;\n")  # the user's tree moved on
+    git(repo, "commit", "-qam", "drivers: b is short")
+    before = user_state(repo)
+    kt = kernel_tree(repo)
+    base, warning = tree.resolve_base(kt, None, "0123456789abcdef0123", LOG)
+    assert base == kt.commit and "is not in" in warning
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(ApplyError) as err:
+        tree.apply_series(kt, base, s.patches, cache, LOG, s.version, s.base_commit)
+    msg = str(err.value)
+    assert err.value.exit_code == 4
+    assert "patch 2/3 did not apply: 'drivers: change 2'" in msg
+    assert "drivers/b.c" in msg and f"the series asks for base-commit {s.base_commit}" in msg
+    assert list((cache.root / "worktrees").iterdir()) == []
+    assert len(git(repo, "worktree", "list").splitlines()) == 1
+    assert user_state(repo) == before
+
+
+def test_unknown_base_ref_is_a_usage_error(user_repo):
+    repo, _ = user_repo
+    with pytest.raises(Exception, match="--base 'v99' is not a commit"):
+        tree.resolve_base(kernel_tree(repo), "v99", None, LOG)
