@@ -9,7 +9,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= results/test-arm64
-HARNESS_ARGS ?=
+# Revisions run by test-arm64: baseline-6.12 is the tree without any series;
+# any other name is a directory patches/NAME applied with --series.
+REVISIONS ?= baseline-6.12 v9-backport-6.12
+HARNESS_ARGS ?= --hibernate-cycles 1
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -41,7 +44,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test-arm64: setup
-	$(PY) -m harness run --out $(OUT) $(HARNESS_ARGS)
+	@rc=0; for rev in $(REVISIONS); do \
+		series=; [ "$$rev" = baseline-6.12 ] || series="--series patches/$$rev"; \
+		echo "=== $$rev"; \
+		$(PY) -m harness run $$series --out $(OUT)/$$rev $(HARNESS_ARGS); r=$$?; \
+		[ $$r -gt $$rc ] && rc=$$r; \
+	done; exit $$rc
 
 check: setup
 	$(PY) -m pytest -v -rs $(PYTEST_ARGS)

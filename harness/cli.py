@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import (__version__, build, checks, dmesg, fetch, kconfig, qemu, report, rootfs, series, suspend,
-                     toolchain, tree)
+from harness import (__version__, build, checks, dmesg, fetch, kconfig, modules, qemu, report, rootfs, series,
+                     suspend, toolchain, tree)
 from harness.cache import Cache
 from harness.errors import HarnessError, UsageError
 from harness.guest import GuestSession
@@ -38,6 +38,7 @@ class GuestArtifacts:
 
     tree: tree.AppliedTree
     build: build.BuildResult
+    modules: tuple[modules.GuestModule, ...]
     initramfs: rootfs.Initramfs
     profile: qemu.QemuProfile
 
@@ -99,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="build, boot, run suspend/resume cycles, check and report")
     _add_guest_options(p)
     p.add_argument("--out", metavar="DIR", help="results directory (default: $HARNESS_CACHE/runs/<time>)")
+    p.add_argument("--expect", metavar="FILE",
+                   help="expect.yaml naming the checks this revision should fail (default: the series' own, "
+                        "or patches/baseline-6.12/expect.yaml without a series)")
     p.add_argument("--rtc-cycles", type=int, default=3, help="s2idle cycles woken by the PL031 alarm (default 3)")
     p.add_argument("--pm-test-cycles", type=int, default=1, help="pm_test=platform cycles (default 1)")
     p.add_argument("--hibernate-cycles", type=int, default=0,
@@ -146,7 +150,8 @@ def _applied_tree(args, cache: Cache, log: CommandLog) -> tree.AppliedTree:
                              rev.base_commit if rev else None)
 
 
-def _build(args, cache: Cache, log: CommandLog, timings: dict[str, float]) -> tuple[tree.AppliedTree, build.BuildResult]:
+def _build(args, cache: Cache, log: CommandLog,
+           timings: dict[str, float]) -> tuple[tree.AppliedTree, build.BuildResult, toolchain.Toolchain]:
     tc = toolchain.arm64(cache, args.jobs)
     applied = _applied_tree(args, cache, log)
     requests = kconfig.merge(kconfig.fragment_paths(ROOT / "kconfigs", args.kconfig or kconfig.DEFAULT_FRAGMENTS))
@@ -155,15 +160,29 @@ def _build(args, cache: Cache, log: CommandLog, timings: dict[str, float]) -> tu
     built = build.build(applied, requests, tc, log)
     timings["build"] = time.monotonic() - start
     _say(f"build: {'cache hit' if built.cache_hit else f'{built.seconds:.1f} s'}, {built.image}")
-    return applied, built
+    return applied, built, tc
 
 
 def _prepare_guest(args, cache: Cache, log: CommandLog, timings: dict[str, float]) -> GuestArtifacts:
-    kt, built = _build(args, cache, log, timings)
+    kt, built, tc = _build(args, cache, log, timings)
+    mods = modules.build_modules(ROOT / "guest-rootfs" / "modules", kt.path, built, tc, log)
     sysroot = fetch.guest_sysroot(cache, log)
-    initramfs = rootfs.build_initramfs(ROOT / "guest-rootfs", sysroot, kt.path, cache, log)
+    initramfs = rootfs.build_initramfs(ROOT / "guest-rootfs", sysroot, kt.path, cache, log,
+                                       tuple((m.ko, m.guest_path) for m in mods))
     profile = qemu.find_profile(ROOT / "qemu-profiles", args.profile)
-    return GuestArtifacts(kt, built, initramfs, profile)
+    return GuestArtifacts(kt, built, tuple(mods), initramfs, profile)
+
+
+def expectations_file(args) -> Path | None:
+    """``--expect``, else ``expect.yaml`` beside the series (patches/NAME), else the baseline's
+    when no series is applied; None when the series has none (everything expected to pass)."""
+    if getattr(args, "expect", None):
+        return Path(args.expect)
+    spec = getattr(args, "series", None)
+    if spec:
+        beside = Path(spec) / "expect.yaml"
+        return beside if beside.is_file() else None
+    return ROOT / "patches" / "baseline-6.12" / "expect.yaml"
 
 
 def _argv(art: GuestArtifacts, out_dir: Path) -> list[str]:
@@ -185,7 +204,7 @@ def _reproducer(args, kt_path: str | None) -> str:
     argv = ["harness", "run", "--profile", args.profile]
     if kt_path:
         argv += ["--tree", str(Path(kt_path).resolve())]
-    for opt in ("series", "base", "upto", "series_version"):
+    for opt in ("series", "base", "upto", "series_version", "expect"):
         if getattr(args, opt, None) is not None:
             argv += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
     for frag in args.kconfig or []:
@@ -257,6 +276,9 @@ def cmd_run(args, cache: Cache) -> int:
     result.versions = {"harness": __version__, "qemu": toolchain.qemu_version()}
     exit_code = None
     try:
+        expect_path = expectations_file(args)
+        expect = checks.load_expectations(expect_path) if expect_path else {}
+        result.expectations = {"file": str(expect_path) if expect_path else None, "expect": expect}
         art = _prepare_guest(args, cache, log, result.timings)
         result.tree = {"path": str(art.tree.source.path), "worktree": str(art.tree.path),
                        "commit": art.tree.commit, "base": art.tree.base, "describe": art.tree.describe,
@@ -282,8 +304,8 @@ def cmd_run(args, cache: Cache) -> int:
                     dmesg_file = out / f"{scenario.name}-{i}.dmesg"
                     dmesg_file.write_text(rec.dmesg + "\n")
                     timeline = dmesg.parse(rec.dmesg)
-                    result.cycles.append(report.CycleResult(rec, timeline, tuple(checks.check_cycle(rec, facts, timeline)),
-                                                            dmesg_file.name))
+                    result.cycles.append(report.CycleResult(
+                        rec, timeline, tuple(checks.check_cycle(rec, facts, timeline, expect)), dmesg_file.name))
                     _say(f"{scenario.name} #{i}/{scenario.cycles}: {result.cycles[-1].verdict} ({rec.seconds:.2f} s)")
             result.timings["cycles"] = time.monotonic() - start
     except HarnessError as e:

@@ -54,6 +54,9 @@ PM_TEST = re.compile(r"^PM: suspend debug: Waiting for (?P<delay>\d+) second")
 #: drivers/base/power/wakeup.c pm_system_irq_wakeup(): "Triggering wakeup from IRQ %d".
 WAKEUP_IRQ = re.compile(r"^PM: Triggering wakeup from IRQ (?P<irq>\d+)")
 
+#: guest-rootfs/modules/virtio_pm_probe/virtio_pm_probe.c: "virtio_pm_probe: <event> key=value ...".
+PROBE = re.compile(r"^virtio_pm_probe: (?P<event>(?:consumer )?[a-z_]+)(?P<fields>(?: [a-z_]+=\S*)*)\s*$")
+
 #: Kernel problem reports, by kind.  kernel/panic.c __warn(); kernel/sched/core.c
 #: __might_resched(); arch/arm64/kernel/traps.c die(); kernel/locking/lockdep.c
 #: print_*_bug(); kernel/hung_task.c; kernel/rcu/tree_stall.h.
@@ -108,6 +111,22 @@ class Callback:
 
 
 @dataclass(frozen=True)
+class ProbeEvent:
+    """A line of the guest probe module: ``event`` (``restore_noirq``,
+    ``consumer resume_early``...), its ``key=value`` ``fields``, ``seq``, and
+    the ``phase`` whose boundary closed after it (None if none did)."""
+
+    event: str
+    fields: tuple[tuple[str, str], ...]
+    seq: int
+    phase: str | None = None
+
+    def get(self, key: str) -> str | None:
+        """The value of field ``key``, or None."""
+        return next((v for k, v in self.fields if k == key), None)
+
+
+@dataclass(frozen=True)
 class LogProblem:
     """A WARN/BUG/Oops/lockdep/... line: ``kind`` from :data:`PROBLEMS`, ``seq``, ``text``."""
 
@@ -148,6 +167,7 @@ class Transition:
     warnings: tuple[LogProblem, ...]
     wakeup_irq: int | None = None
     pm_test: bool = False
+    probe: tuple[ProbeEvent, ...] = ()
 
     def phase(self, name: str) -> Phase | None:
         """Return the phase called ``name``, or None."""
@@ -180,6 +200,8 @@ class PmTimeline:
                 "phases": [{"name": p.name, "end_seq": p.end_seq, "msecs": p.msecs, "aborted": p.aborted,
                             "events": [event(e) for e in p.events]} for p in t.phases],
                 "warnings": [{"seq": w.seq, "kind": w.kind, "text": w.text} for w in t.warnings],
+                "probe": [{"seq": e.seq, "event": e.event, "phase": e.phase, "fields": dict(e.fields)}
+                          for e in t.probe],
             } for t in self.transitions],
             "warnings": [{"seq": w.seq, "kind": w.kind, "text": w.text} for w in self.warnings],
         }
@@ -213,6 +235,8 @@ class _Open:
     warnings: list[LogProblem] = field(default_factory=list)
     wakeup_irq: int | None = None
     pm_test: bool = False
+    probe_pending: list[ProbeEvent] = field(default_factory=list)
+    probe: list[ProbeEvent] = field(default_factory=list)
 
     def close(self, end_seq: int | None) -> Transition:
         phases = list(self.phases)
@@ -222,7 +246,8 @@ class _Open:
                 by_phase.setdefault(phase_from_symbol(cb.callback, self.kind), []).append(cb)
             phases += [Phase(name, tuple(evs)) for name, evs in by_phase.items()]
         return Transition(self.kind, self.label, self.start_seq, end_seq, tuple(phases),
-                          tuple(self.warnings), self.wakeup_irq, self.pm_test)
+                          tuple(self.warnings), self.wakeup_irq, self.pm_test,
+                          tuple(self.probe + self.probe_pending))
 
 
 def parse(text: str) -> PmTimeline:
@@ -285,6 +310,12 @@ def parse(text: str) -> PmTimeline:
             current.phases.append(Phase(name, tuple(current.pending), seq, float(mm["msecs"]),
                                         mm["outcome"] == "aborted"))
             current.pending = []
+            current.probe += [ProbeEvent(e.event, e.fields, e.seq, name) for e in current.probe_pending]
+            current.probe_pending = []
+            continue
+        if current and (mm := PROBE.match(msg)):
+            fields = tuple(tuple(f.split("=", 1)) for f in mm["fields"].split())
+            current.probe_pending.append(ProbeEvent(mm["event"], fields, seq))
             continue
         if current and (mm := WAKEUP_IRQ.match(msg)):
             current.wakeup_irq = int(mm["irq"])

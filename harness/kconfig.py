@@ -20,7 +20,7 @@ from harness.proc import CommandLog, run, tail
 from harness.toolchain import Toolchain
 
 #: Fragments applied by default, in order (later ones override earlier ones).
-DEFAULT_FRAGMENTS = ("base-virt-arm64", "pm-debug", "virtio", "rtc-pl031", "modules-kallsyms")
+DEFAULT_FRAGMENTS = ("base-virt-arm64", "pm-debug", "virtio", "rtc-pl031", "modules-kallsyms", "probe")
 
 #: ``CONFIG_FOO=value`` (scripts/kconfig/confdata.c, conf_write_symbol).
 _SET = re.compile(r"^CONFIG_([A-Za-z0-9_]+)=(.*)$")

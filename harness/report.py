@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness import __version__
@@ -60,6 +61,7 @@ class RunResult:
     console_log: str | None = None
     error: str | None = None
     error_verdict: str | None = None
+    expectations: dict = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
@@ -101,6 +103,7 @@ def to_json(run: RunResult) -> dict:
         "guest": asdict(run.guest) if run.guest else None,
         "timings": {k: round(v, 3) for k, v in run.timings.items()},
         "console_log": run.console_log,
+        "expectations": run.expectations,
         "error": run.error,
         "cycles": cycles,
     }
@@ -112,6 +115,12 @@ def write_results(run: RunResult) -> Path:
 
 
 _UNBOUND_SLOT = ("platform", ".virtio_mmio")
+_STYLE = {"PASS": "green", "XFAIL": "yellow", "SKIP": "dim", "FAIL": "bold red", "XPASS": "bold red",
+          "ERROR": "bold red", "HANG": "bold red"}
+
+
+def _styled(verdict: str) -> str:
+    return f"[{_STYLE.get(verdict, 'bold')}]{verdict}[/]"
 
 
 def _device_cell(events) -> str:
@@ -137,23 +146,27 @@ def print_summary(run: RunResult, console: Console | None = None) -> None:
     console.print("  " + " | ".join(f"{k} {v:.2f} s" for k, v in t.items())
                   + (" (build cache hit)" if run.build.get("cache_hit") else ""))
     if run.cycles:
-        table = Table(title="cycles")
-        table.add_column("cycle")
-        names = [ch.name for ch in run.cycles[0].checks]
-        for n in names:
-            table.add_column(n)
-        table.add_column("seconds", justify="right")
-        table.add_column("verdict")
+        table = Table(title="checks per cycle")
+        table.add_column("check")
         for c in run.cycles:
-            table.add_row(f"{c.record.scenario} #{c.record.index}", *[ch.verdict for ch in c.checks],
-                          f"{c.record.seconds:.2f}", c.verdict)
+            table.add_column(f"{c.record.scenario}\n#{c.record.index}")
+        for i, ch in enumerate(run.cycles[0].checks):
+            table.add_row(ch.name, *[_styled(c.checks[i].verdict) for c in run.cycles])
+        table.add_row("seconds", *[f"{c.record.seconds:.2f}" for c in run.cycles])
+        table.add_row("[bold]cycle verdict[/]", *[_styled(c.verdict) for c in run.cycles])
         console.print(table)
+        shown = set()
         for c in run.cycles:
+            last_of_scenario = c is [x for x in run.cycles if x.record.scenario == c.record.scenario][-1]
             for ch in c.checks:
-                if ch.verdict not in ("PASS", "SKIP", "XFAIL"):
-                    console.print(f"[red]{c.record.scenario} #{c.record.index} {ch.name}: {ch.verdict}[/] {ch.summary}")
-                    for line in ch.evidence:
-                        console.print(f"    {line}", markup=False)
+                key = (ch.name, ch.verdict, ch.summary)
+                if ch.verdict == "SKIP" or key in shown or (ch.verdict == "PASS" and not last_of_scenario):
+                    continue
+                shown.add(key)
+                console.print(escape(f"{c.record.scenario} #{c.record.index} {ch.name}: "), _styled(ch.verdict),
+                              escape(f" {ch.summary}"), sep="", markup=True, highlight=False)
+                for line in ch.evidence[:8]:
+                    console.print(f"    {line}", markup=False)
         last_of_kind = {}
         for c in run.cycles:
             if c.timeline.transitions:
@@ -165,7 +178,7 @@ def print_summary(run: RunResult, console: Console | None = None) -> None:
             table.add_column("phase")
             table.add_column("devices (driver device callback time), in log order")
             for p in tr.resume_phases:
-                table.add_row(p.name, _device_cell(p.events))
+                table.add_row(p.name, escape(_device_cell(p.events)))
             console.print(table)
     if run.error:
         console.print(run.error, style="red", markup=False)

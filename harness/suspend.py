@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import time
+import zlib
 from dataclasses import dataclass, field
 
 from harness.guest import GuestSession
@@ -59,6 +60,27 @@ class GuestFacts:
 
 
 @dataclass(frozen=True)
+class HealthResult:
+    """Whether one device still works after resume: ``name``, ``ok``, and the guest's ``detail``."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+#: After-resume health probes: (name, guest command, test on (exit status, output)).
+#: ``{block}`` is a disk block that no earlier cycle read, so the read reaches the device.
+HEALTH_PROBES = (
+    ("probe-request", "cat /sys/bus/virtio/drivers/virtio_pm_probe/*/request",
+     lambda rc, out: rc == 0 and out.startswith("ok ")),
+    ("blk-read", "dd if=/dev/vda of=/dev/null bs=4096 count=1 skip={block} 2>&1",
+     lambda rc, out: rc == 0 and "1+0 records in" in out),
+    ("net-link", "ip link set eth0 up && sleep 0.2 && cat /sys/class/net/eth0/operstate",
+     lambda rc, out: rc == 0 and out.strip().endswith("up")),
+)
+
+
+@dataclass(frozen=True)
 class CycleRecord:
     """One cycle: which scenario, the state write's exit status and message,
     its wall time in seconds, ``/sys/power/pm_wakeup_irq`` (None if empty),
@@ -73,6 +95,7 @@ class CycleRecord:
     wakeup_irq: int | None
     suspend_stats: dict[str, str] = field(default_factory=dict)
     dmesg: str = ""
+    health: tuple[HealthResult, ...] = ()
 
 
 def prepare(session: GuestSession) -> GuestFacts:
@@ -127,9 +150,20 @@ def run_cycle(session: GuestSession, scenario: Scenario, index: int) -> CycleRec
     irq = session.run("cat /sys/power/pm_wakeup_irq 2>/dev/null")
     wakeup_irq = int(irq.output) if irq.exit_status == 0 and irq.output.strip().isdigit() else None
     stats = _read_stats(session)
+    health = check_health(session, block=(zlib.crc32(scenario.name.encode()) % 997) * 8 + index)
     dmesg = session.run("dmesg", timeout=60).output
     return CycleRecord(scenario.name, scenario.kind, index, write.exit_status, write.output,
-                       seconds, wakeup_irq, stats, dmesg)
+                       seconds, wakeup_irq, stats, dmesg, health)
+
+
+def check_health(session: GuestSession, block: int) -> tuple[HealthResult, ...]:
+    """Run :data:`HEALTH_PROBES` in the guest; ``block`` is the 4 KiB disk block to read."""
+    results = []
+    for name, command, ok in HEALTH_PROBES:
+        r = session.run(command.format(block=block), timeout=30)
+        results.append(HealthResult(name, ok(r.exit_status, r.output), f"$ {r.command} -> {r.exit_status}: "
+                                    + " | ".join(r.output.splitlines()[-3:])))
+    return tuple(results)
 
 
 def run_scenario(session: GuestSession, scenario: Scenario, on_cycle=None) -> list[CycleRecord]:

@@ -12,7 +12,7 @@ from harness import checks, dmesg
 
 def run_checks(stem: str, facts=None) -> dict[str, checks.CheckResult]:
     rec = load_record(stem)
-    return {c.name: c for c in checks.check_cycle(rec, facts or load_facts(), dmesg.parse(rec.dmesg))}
+    return {c.name: c for c in checks.check_pm_cycle(rec, facts or load_facts(), dmesg.parse(rec.dmesg))}
 
 
 def test_good_rtc_cycle_passes_every_check_with_evidence():
@@ -62,7 +62,7 @@ def test_a_callback_without_its_returned_line_fails():
     # Cut the capture just before pci 0000:00:00.0 returns from pci_pm_resume_noirq (seq 117):
     # the state a hung callback leaves in the log.
     cut = dataclasses.replace(rec, dmesg="\n".join(lines[:117]))
-    r = {c.name: c for c in checks.check_cycle(cut, load_facts(), dmesg.parse(cut.dmesg))}
+    r = {c.name: c for c in checks.check_pm_cycle(cut, load_facts(), dmesg.parse(cut.dmesg))}
     assert r["callbacks-returned-0"].verdict == "FAIL"
     assert r["callbacks-returned-0"].evidence[0].startswith("#114 ")
     assert r["resume-phases"].verdict == "FAIL"
