@@ -7,22 +7,26 @@ from pathlib import Path
 
 import pytest
 
-from harness.suspend import CycleRecord, GuestFacts
+from harness.suspend import CycleRecord, GuestFacts, HealthResult
 
 FIXTURES = Path(__file__).parent / "fixtures"
 #: Captures from the embedded default kernel; see fixtures/README.md.
 CAPTURE = FIXTURES / "linux-6.12.117"
+#: Captures with the guest probe module, without and with the v9-design backport.
+PROBE_BASELINE = FIXTURES / "probe-baseline-6.12"
+PROBE_BACKPORT = FIXTURES / "probe-v9-backport-6.12"
 
 
-def load_record(stem: str) -> CycleRecord:
+def load_record(stem: str, capture: Path = CAPTURE) -> CycleRecord:
     """Return the captured :class:`CycleRecord` ``stem`` with its dmesg."""
-    meta = json.loads((CAPTURE / f"{stem}.record.json").read_text())
-    return CycleRecord(dmesg=(CAPTURE / f"{stem}.dmesg").read_text().rstrip("\n"), **meta)
+    meta = json.loads((capture / f"{stem}.record.json").read_text())
+    meta["health"] = tuple(HealthResult(**h) for h in meta.get("health", ()))
+    return CycleRecord(dmesg=(capture / f"{stem}.dmesg").read_text().rstrip("\n"), **meta)
 
 
-def load_facts() -> GuestFacts:
+def load_facts(capture: Path = CAPTURE) -> GuestFacts:
     """Return the guest facts captured with the records."""
-    return GuestFacts(**json.loads((CAPTURE / "guest.json").read_text()))
+    return GuestFacts(**json.loads((capture / "guest.json").read_text()))
 
 
 @pytest.fixture
