@@ -89,3 +89,17 @@ def test_summary_prints_phases_and_evidence(backport, baseline):
         assert "resume_noirq" in proc.stdout and "consumer-ready" in proc.stdout
     assert "virtio_mmio_restore_noirq" in backport[0].stdout
     assert "XFAIL" in baseline[0].stdout and "provider=not-ready" in baseline[0].stdout
+
+
+def test_apply_upto_k_applies_the_first_k_patches_of_the_backport_to_the_embedded_tree():
+    proc = subprocess.run([sys.executable, "-m", "harness", "apply", str(ROOT / "patches" / "v9-backport-6.12"),
+                           "--upto", "3"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    applied = [line.split(None, 2)[2] for line in lines if line.startswith("  ")]
+    assert applied == ["virtio-mmio: move guest page size setting into vm_reset()",
+                       "virtio: separate device re-initialisation from the PM restore path",
+                       "virtio_ring: export virtqueue_reinit_vring() for noirq restore"]
+    worktree = lines[0].split(": ", 1)[1]
+    virtio_h = (ROOT / worktree / "include" / "linux" / "virtio.h").read_text()
+    assert "virtqueue_reinit_vring" in virtio_h and "restore_noirq" not in virtio_h
