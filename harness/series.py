@@ -338,8 +338,11 @@ def load_revision(spec: str, cache: Cache, log: CommandLog, *, version: int | No
                 raise SeriesError(f"{manifest.path}: mbox {manifest.mbox} does not exist")
             series = from_mbox(manifest.mbox) if manifest.mbox.suffix != "" else from_directory(manifest.mbox)
         else:
-            series = from_mbox(fetch_msgid(manifest.message_id, cache, log, version or manifest.version,
-                                           local_mbox))
+            try:
+                mbx = fetch_msgid(manifest.message_id, cache, log, version or manifest.version, local_mbox)
+            except SeriesError as e:
+                raise SeriesError(f"{e}\nOr set 'mbox:' in {manifest.path} to the downloaded file.") from None
+            series = from_mbox(mbx)
         check_against_manifest(series, manifest)
         return series, manifest
     return load(spec, cache, log, version=version, local_mbox=local_mbox), None

@@ -268,3 +268,48 @@ def test_unknown_base_ref_is_a_usage_error(user_repo):
     repo, _ = user_repo
     with pytest.raises(Exception, match="--base 'v99' is not a commit"):
         tree.resolve_base(kernel_tree(repo), "v99", None, LOG)
+
+
+# --- the CLI over the same throwaway repositories ----------------------------------------
+
+def test_cli_series_show_by_message_id_through_b4(repo, tmp_path, capsys, monkeypatch):
+    from harness import cli
+    d = format_patch(repo, tmp_path / "p", "--cover-letter", "--base=base", "-v4", "base..HEAD")
+    cover = series.from_directory(d).cover
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    assert cli.main(["series", "show", cover.msgid, "--b4-local-mbox", str(as_mbox(d))]) == 0
+    out = capsys.readouterr().out
+    assert "v4, 3 patches, base-commit: " + git(repo, "rev-parse", "base") in out
+    assert "drivers: change 2" in out and "A U Thor" in out
+
+
+def test_cli_apply_prints_worktree_and_commits_and_exit_4_on_conflict(user_repo, tmp_path, capsys, monkeypatch):
+    from harness import cli
+    repo, s = user_repo
+    (repo / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 99\nSUBLEVEL = 0\nEXTRAVERSION =\n")
+    git(repo, "add", "Makefile")
+    git(repo, "commit", "-qm", "a kernel-looking Makefile")
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    patches = str(next(tmp_path.glob("p")))
+    assert cli.main(["apply", patches, "--tree", str(repo), "--upto", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"worktree: {tmp_path / 'cache' / 'worktrees'}")
+    assert "drivers: change 1" in out and "drivers: change 2" in out and "drivers: change 3" not in out
+    (repo / "drivers" / "b.c").write_text("short b;\n")
+    git(repo, "commit", "-qam", "conflicting change")
+    # the series' base-commit is still in the tree, so by default it applies there ...
+    assert cli.main(["apply", patches, "--tree", str(repo)]) == 0
+    capsys.readouterr()
+    # ... and on the tree's HEAD it conflicts
+    assert cli.main(["apply", patches, "--tree", str(repo), "--base", "HEAD"]) == 4
+    err = capsys.readouterr().err
+    assert "patch 2/3 did not apply: 'drivers: change 2'" in err
+
+
+def test_cli_upto_beyond_the_series_is_a_usage_error(user_repo, tmp_path, capsys, monkeypatch):
+    from harness import cli
+    repo, _ = user_repo
+    (repo / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 99\n")
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    assert cli.main(["apply", str(tmp_path / "p"), "--tree", str(repo), "--upto", "7"]) == 2
+    assert "--upto 7: the revision has 3 patches" in capsys.readouterr().err
