@@ -21,7 +21,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HOST_PACKAGES := gcc-aarch64-linux-gnu qemu-system-arm ccache bc bison flex cpio kmod \
 	libssl-dev libelf-dev git make gcc libc6-dev python3-venv ca-certificates
 
-.PHONY: setup host-packages venv test-arm64 check check-unit clean-results
+DEFECTS := $(sort $(patsubst patches/%/defect.yaml,%,$(wildcard patches/defects/*/defect.yaml)))
+
+.PHONY: setup host-packages venv test-arm64 test-defects check check-unit clean-results
 
 setup: host-packages venv
 	$(PY) -m harness setup
@@ -50,6 +52,10 @@ test-arm64: setup
 		$(PY) -m harness run $$series --out $(OUT)/$$rev $(HARNESS_ARGS); r=$$?; \
 		[ $$r -gt $$rc ] && rc=$$r; \
 	done; exit $$rc
+
+# Every injected defect, each expected to be caught by the checks its expect.yaml names.
+test-defects:
+	$(MAKE) test-arm64 REVISIONS="$(DEFECTS)" OUT=$(OUT)-defects HARNESS_ARGS="--rtc-cycles 2 --pm-test-cycles 1"
 
 check: setup
 	$(PY) -m pytest -v -rs $(PYTEST_ARGS)

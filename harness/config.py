@@ -30,7 +30,7 @@ def check_keys(where: str, entry: Any, allowed: set[str], required: set[str]) ->
     """
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: expected a mapping, got {entry!r}")
-    unknown = sorted(set(entry) - allowed)
+    unknown = sorted(str(k) for k in set(entry) - allowed)  # YAML 1.1 reads on/off/yes keys as booleans
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
     missing = sorted(required - set(entry))

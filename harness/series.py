@@ -9,6 +9,7 @@ output (``NAME.mbx`` and ``NAME.cover``) is cached under
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import email.utils
@@ -323,14 +324,33 @@ def check_against_manifest(series: Series, manifest: Manifest) -> None:
         raise SeriesError(f"{series.source} does not match {manifest.path}: " + "; ".join(problems))
 
 
+_DEFECT_KEYS = {"name", "on_top_of", "breaks"}
+
+
+def stack_defect(base: Series, defect: Series, source: str) -> Series:
+    """Return ``base`` with ``defect``'s patches appended (renumbered after the base's)."""
+    total = base.total + defect.total
+    patches = tuple(dataclasses.replace(p, index=i, total=total, version=base.version)
+                    for i, p in enumerate(base.patches + defect.patches, 1))
+    return Series(base.version, total, patches, base.cover, base.base_commit, source)
+
+
 def load_revision(spec: str, cache: Cache, log: CommandLog, *, version: int | None = None,
                   local_mbox: Path | None = None) -> tuple[Series, Manifest | None]:
-    """Load ``spec``: a manifest directory (``patches/v9``) or anything :func:`load` takes.
+    """Load ``spec``: a manifest directory (``patches/v9``), a defect directory
+    (``patches/defects/NAME``: ``defect.yaml`` naming the revision it goes ``on``,
+    and its patch), or anything :func:`load` takes.
 
     A manifest's series comes from its ``mbox`` if set, else from b4 by its
     ``message_id``; either way it is checked against the manifest.
     """
     path = Path(spec)
+    if (path / "defect.yaml").is_file():
+        meta = load_yaml_mapping(path / "defect.yaml")
+        check_keys(str(path / "defect.yaml"), meta, _DEFECT_KEYS, _DEFECT_KEYS)
+        base, manifest = load_revision(str(path / meta["on_top_of"]), cache, log, version=version,
+                                       local_mbox=local_mbox)
+        return stack_defect(base, from_directory(path), str(path)), manifest
     if (path / "series.yaml").is_file():
         manifest = load_manifest(path / "series.yaml")
         if manifest.mbox:

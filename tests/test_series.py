@@ -313,3 +313,22 @@ def test_cli_upto_beyond_the_series_is_a_usage_error(user_repo, tmp_path, capsys
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     assert cli.main(["apply", str(tmp_path / "p"), "--tree", str(repo), "--upto", "7"]) == 2
     assert "--upto 7: the revision has 3 patches" in capsys.readouterr().err
+
+
+def test_defect_directory_stacks_its_patch_on_the_revision_it_names(repo, tmp_path):
+    base_dir = format_patch(repo, tmp_path / "rev", "--cover-letter", "--base=base", "-v9", "base..HEAD~1")
+    defect = tmp_path / "defects" / "d"
+    format_patch(repo, defect, "-1")
+    (defect / "defect.yaml").write_text("name: d\non_top_of: ../../rev\nbreaks: change 3\n")
+    s, _ = series.load_revision(str(defect), Cache(tmp_path / "c"), LOG)
+    assert [(p.index, p.total, p.version, p.subject) for p in s.patches] == [
+        (1, 3, 9, "drivers: change 1"), (2, 3, 9, "drivers: change 2"), (3, 3, 9, "drivers: change 3")]
+    assert s.base_commit == git(repo, "rev-parse", "base") and s.source == str(defect)
+
+
+def test_defect_yaml_key_that_yaml_reads_as_a_boolean_is_named(repo, tmp_path):
+    defect = tmp_path / "d"
+    format_patch(repo, defect, "-1")
+    (defect / "defect.yaml").write_text("name: d\non: ../rev\nbreaks: x\n")  # YAML 1.1: 'on' is True
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) True"):
+        series.load_revision(str(defect), Cache(tmp_path / "c"), LOG)

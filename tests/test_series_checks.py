@@ -95,3 +95,32 @@ def test_unknown_check_in_expectations_is_named(tmp_path):
     from harness.errors import ConfigError
     with pytest.raises(ConfigError, match=r"expect\.consumer-redy: unknown check"):
         checks.load_expectations(bad)
+
+
+def test_any_expectation_allows_a_failure_without_requiring_it():
+    any_ = {"consumer-ready": "any", "noirq-callback": "any"}
+    on_baseline = series_results(PROBE_BASELINE, "s2idle-rtc-1", any_)
+    on_backport = series_results(PROBE_BACKPORT, "s2idle-rtc-1", any_)
+    assert on_baseline["consumer-ready"].verdict == "XFAIL"
+    assert on_backport["consumer-ready"].verdict == "PASS"
+    assert "(allowed to fail)" in on_baseline["noirq-callback"].summary
+
+
+DEFECTS = PROBE_BACKPORT.parent
+
+
+def test_late_provider_passes_the_callback_check_but_fails_the_ordering_by_the_probe_line():
+    r = series_results(DEFECTS / "defect-late-provider", "s2idle-rtc-1")
+    assert r["noirq-callback"].verdict == "PASS"  # the callback log alone looks right: 3 us, rc 0
+    order = r["noirq-before-normal"]
+    assert order.verdict == "FAIL"
+    assert order.summary == "noirq restore finished at #215, after the first resume callback at #145"
+    assert r["consumer-ready"].verdict == "FAIL" and r["consumer-ready"].evidence[0].startswith("#138 ")
+
+
+def test_stale_vring_is_caught_by_the_ring_indices_at_entry_to_restore_noirq():
+    for stem, index in (("s2idle-rtc-1", "1/1"), ("s2idle-rtc-2", "3/3")):
+        r = series_results(DEFECTS / "defect-stale-vring", stem)
+        assert r["noirq-request"].verdict == "FAIL"
+        assert r["noirq-request"].summary.startswith(f"request answered, but on a stale ring: avail/used index {index}")
+        assert r["devices-work"].verdict == "PASS"  # which is why this defect needed its own evidence

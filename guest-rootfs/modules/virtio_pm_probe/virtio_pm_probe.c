@@ -21,6 +21,7 @@
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
 #include <linux/virtio_ids.h>
+#include <linux/virtio_ring.h>
 
 #ifdef HAVE_VIRTIO_NOIRQ
 #define PROBE_NOIRQ 1
@@ -149,8 +150,16 @@ static int probe_probe(struct virtio_device *vdev)
 	virtio_device_ready(vdev);
 	if (!provider)
 		provider = pd;
-	pr_info("virtio_pm_probe: bound dev=%s transport=%s noirq=%d provider=%d\n",
-		dev_name(&vdev->dev), transport(vdev), PROBE_NOIRQ, provider == pd);
+	/* One request at probe, so that ring indices are not 0 by chance at the first suspend. */
+	{
+		unsigned int bytes = 0;
+		s64 usecs = 0;
+		int rc = probe_request(pd, &bytes, &usecs);
+
+		pr_info("virtio_pm_probe: bound dev=%s transport=%s noirq=%d provider=%d request=%s rc=%d\n",
+			dev_name(&vdev->dev), transport(vdev), PROBE_NOIRQ, provider == pd,
+			rc ? "failed" : "ok", rc);
+	}
 	return 0;
 
 free_buf:
@@ -231,9 +240,19 @@ static int probe_freeze_noirq(struct virtio_device *vdev)
 static int probe_restore_noirq(struct virtio_device *vdev)
 {
 	struct probe_dev *pd = vdev->priv;
-	unsigned int bytes = 0;
+	const struct vring *ring = virtqueue_get_vring(pd->vq);
+	unsigned int bytes = 0, avail, used;
 	s64 usecs = 0;
 	int err;
+
+	/*
+	 * reset_vqs must hand back a reinitialised ring: a reset device starts
+	 * at index 0, so the driver's indices must be 0 too.  A stale ring can
+	 * look healthy (the device replays old entries and catches up), so
+	 * report the indices and let the harness judge.
+	 */
+	avail = virtio16_to_cpu(vdev, ring->avail->idx);
+	used = virtio16_to_cpu(vdev, ring->used->idx);
 
 	if (fail_restore_noirq) {
 		pr_info("virtio_pm_probe: restore_noirq dev=%s transport=%s request=injected-failure rc=%d bytes=0 usecs=0\n",
@@ -242,7 +261,8 @@ static int probe_restore_noirq(struct virtio_device *vdev)
 	}
 	virtio_device_ready_noirq(vdev);
 	err = probe_request(pd, &bytes, &usecs);
-	log_request(pd, "restore_noirq", err, bytes, usecs);
+	pr_info("virtio_pm_probe: restore_noirq dev=%s transport=%s request=%s rc=%d bytes=%u usecs=%lld ring_avail_at_entry=%u ring_used_at_entry=%u\n",
+		dev_name(&vdev->dev), transport(vdev), err ? "failed" : "ok", err, bytes, usecs, avail, used);
 	if (!err && pd == provider)
 		WRITE_ONCE(provider_ready, true);
 	return err;
