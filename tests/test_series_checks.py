@@ -5,9 +5,12 @@ Positions (``#seq``) were read off the capture files (line number - 1)."""
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import PROBE_BACKPORT, PROBE_BASELINE, load_facts, load_record
 from harness import checks, dmesg
 from harness.cli import ROOT
+from harness.errors import ConfigError
 
 BASELINE_EXPECT = checks.load_expectations(ROOT / "patches" / "baseline-6.12" / "expect.yaml")
 
@@ -91,8 +94,6 @@ def test_probe_lines_are_placed_in_the_phase_that_ran_them():
 def test_unknown_check_in_expectations_is_named(tmp_path):
     bad = tmp_path / "expect.yaml"
     bad.write_text("expect:\n  consumer-redy: fail\n")
-    import pytest
-    from harness.errors import ConfigError
     with pytest.raises(ConfigError, match=r"expect\.consumer-redy: unknown check"):
         checks.load_expectations(bad)
 
