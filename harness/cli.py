@@ -200,10 +200,10 @@ def _scenarios(args) -> list[suspend.Scenario]:
             for name, kind, n in wanted if n > 0]
 
 
-def _reproducer(args, kt_path: str | None) -> str:
+def _reproducer(args) -> str:
     argv = ["harness", "run", "--profile", args.profile]
-    if kt_path:
-        argv += ["--tree", str(Path(kt_path).resolve())]
+    if args.tree:
+        argv += ["--tree", str(Path(args.tree).resolve())]
     for opt in ("series", "base", "upto", "series_version", "expect"):
         if getattr(args, opt, None) is not None:
             argv += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
@@ -272,7 +272,7 @@ def cmd_run(args, cache: Cache) -> int:
     out.mkdir(parents=True, exist_ok=True)
     log = CommandLog(out / "commands.log")
     scenarios = _scenarios(args)
-    result = report.RunResult(command=_reproducer(args, args.tree), out_dir=out, profile=args.profile)
+    result = report.RunResult(command=_reproducer(args), out_dir=out, profile=args.profile)
     result.versions = {"harness": __version__, "qemu": toolchain.qemu_version()}
     exit_code = None
     try:

@@ -165,13 +165,3 @@ def check_health(session: GuestSession, block: int) -> tuple[HealthResult, ...]:
                                     + " | ".join(r.output.splitlines()[-3:])))
     return tuple(results)
 
-
-def run_scenario(session: GuestSession, scenario: Scenario, on_cycle=None) -> list[CycleRecord]:
-    """Run ``scenario.cycles`` cycles; ``on_cycle(record)`` is called after each."""
-    records = []
-    for i in range(1, scenario.cycles + 1):
-        rec = run_cycle(session, scenario, i)
-        records.append(rec)
-        if on_cycle:
-            on_cycle(rec)
-    return records
