@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -217,16 +218,15 @@ def apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: C
         raise SetupError(f"git worktree add {tmp} {base[:12]} failed in {kt.path}:\n{tail(res.output)}")
     try:
         if patches:
-            mails = tmp.parent / f"{tmp.name}.mails"
-            mails.mkdir()
-            files = []
-            for p in patches:
-                f = mails / f"{p.index:04d}.patch"
-                f.write_bytes(p.raw if p.raw.startswith(b"From ") else b"From harness Mon Sep 17 00:00:00 2001\n" + p.raw)
-                files.append(f)
-            res = run(["git", "-C", tmp, "am", "--3way", "--committer-date-is-author-date", *files], log,
-                      env=_AM_IDENTITY)
-            shutil.rmtree(mails, ignore_errors=True)
+            with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{key}.mails-") as mails:
+                files = []
+                for p in patches:
+                    f = Path(mails) / f"{p.index:04d}.patch"
+                    f.write_bytes(p.raw if p.raw.startswith(b"From ")
+                                  else b"From harness Mon Sep 17 00:00:00 2001\n" + p.raw)
+                    files.append(f)
+                res = run(["git", "-C", tmp, "am", "--3way", "--committer-date-is-author-date", *files], log,
+                          env=_AM_IDENTITY)
             if res.returncode != 0:
                 run(["git", "-C", tmp, "am", "--abort"], log)
                 raise ApplyError(_apply_failure(res.output, patches, kt, base, series_base))
