@@ -1,6 +1,8 @@
 # virtio-pm-harness: the entry points.
-#   make test-arm64   set up what is missing, then build, boot and suspend/resume the
-#                     embedded default kernel (Debian linux-source-6.12) on QEMU virt
+#   make test-arm64   set up what is missing, then run a matrix (matrices/$(MATRIX).yaml):
+#                     by default the embedded kernel (Debian linux-source-6.12) without
+#                     and with the v9 backport, s2idle + pm_test + hibernation on QEMU virt;
+#                     MATRIX=defects runs every injected defect and error path
 #   make check        the test suite (unit tests on captured logs + end-to-end guest tests)
 #   make setup        host packages (apt), the Python venv, and the cached downloads
 
@@ -8,11 +10,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-OUT ?= results/test-arm64
-# Revisions run by test-arm64: baseline-6.12 is the tree without any series;
-# any other name is a directory patches/NAME applied with --series.
-REVISIONS ?= baseline-6.12 v9-backport-6.12
-HARNESS_ARGS ?= --hibernate-cycles 1
+# The matrix run by test-arm64: a name in matrices/ or a path to a matrix file.
+MATRIX ?= default
+OUT ?= results/test-arm64/$(notdir $(basename $(MATRIX)))
+HARNESS_ARGS ?=
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -20,8 +21,6 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # packages are only downloaded, by `harness setup`, into the harness cache).
 HOST_PACKAGES := gcc-aarch64-linux-gnu qemu-system-arm ccache bc bison flex cpio kmod \
 	libssl-dev libelf-dev git make gcc libc6-dev python3-venv ca-certificates
-
-DEFECTS := $(sort $(patsubst patches/%/defect.yaml,%,$(wildcard patches/defects/*/defect.yaml)))
 
 .PHONY: setup host-packages venv test-arm64 test-defects check check-unit clean-results
 
@@ -46,16 +45,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test-arm64: setup
-	@rc=0; for rev in $(REVISIONS); do \
-		series=; [ "$$rev" = baseline-6.12 ] || series="--series patches/$$rev"; \
-		echo "=== $$rev"; \
-		$(PY) -m harness run $$series --out $(OUT)/$$rev $(HARNESS_ARGS); r=$$?; \
-		[ $$r -gt $$rc ] && rc=$$r; \
-	done; exit $$rc
+	rm -rf $(OUT)
+	$(PY) -m harness matrix $(MATRIX) --out $(OUT) $(HARNESS_ARGS)
 
-# Every injected defect, each expected to be caught by the checks its expect.yaml names.
+# Every injected defect and error path (matrices/defects.yaml).
 test-defects:
-	$(MAKE) test-arm64 REVISIONS="$(DEFECTS)" OUT=$(OUT)-defects HARNESS_ARGS="--rtc-cycles 2 --pm-test-cycles 1"
+	$(MAKE) test-arm64 MATRIX=defects
 
 check: setup
 	$(PY) -m pytest -v -rs $(PYTEST_ARGS)

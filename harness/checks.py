@@ -13,7 +13,8 @@ from pathlib import Path
 from harness.dmesg import RESUME_PHASES, PmTimeline, ProbeEvent, Transition
 from harness.config import check_keys, load_yaml_mapping
 from harness.errors import ConfigError
-from harness.suspend import CycleRecord, GuestFacts
+from harness.ftrace import parse_graph
+from harness.suspend import NOIRQ_TRACE_ROOTS, CycleRecord, GuestFacts
 
 PASS, FAIL, SKIP, ERROR, HANG, XFAIL, XPASS = "PASS", "FAIL", "SKIP", "ERROR", "HANG", "XFAIL", "XPASS"
 #: Verdicts that make a run fail (exit 1, or 7 for HANG).
@@ -60,11 +61,17 @@ def check_wake_source(rec: CycleRecord, facts: GuestFacts, tr: Transition | None
     return CheckResult("wake-source", FAIL, f"wake IRQ {rec.wakeup_irq} is not the RTC's ({facts.rtc_irq})", tuple(ev))
 
 
-def check_resume_phases(tr: Transition | None, lines: list[str]) -> CheckResult:
-    """Every resume phase of the transition's kind is present, in kernel order, none aborted."""
+#: With ``pm_test=devices`` the suspend stops after the normal phase (kernel/power/suspend.c
+#: suspend_devices_and_enter(): suspend_test(TEST_DEVICES)), so only ``resume`` runs.
+_DEVICES_ONLY = ("resume",)
+
+
+def check_resume_phases(tr: Transition | None, lines: list[str], pm_test_level: str | None = None) -> CheckResult:
+    """Every resume phase of the transition's kind is present, in kernel order, none aborted
+    (only the normal phase under ``pm_test=devices``)."""
     if tr is None:
         return CheckResult("resume-phases", FAIL, "no suspend/hibernation transition in the cycle's log")
-    expected = RESUME_PHASES[tr.kind]
+    expected = _DEVICES_ONLY if pm_test_level == "devices" else RESUME_PHASES[tr.kind]
     present = [p for p in tr.phases if p.name in expected]
     names = [p.name for p in present]
     ev = tuple(_line(lines, p.end_seq) for p in present)
@@ -112,18 +119,21 @@ def check_pm_cycle(rec: CycleRecord, facts: GuestFacts, timeline: PmTimeline) ->
     return [
         check_state_write(rec),
         check_wake_source(rec, facts, tr, lines),
-        check_resume_phases(tr, lines),
+        check_resume_phases(tr, lines, rec.pm_test_level),
         check_no_warnings(timeline, lines),
         check_callbacks_ok(tr, lines),
     ]
 
 
 def check_cycle(rec: CycleRecord, facts: GuestFacts, timeline: PmTimeline,
-                expect: dict[str, str] | None = None) -> list[CheckResult]:
+                expect: dict[str, str] | None = None, extra: tuple[str, ...] = ()) -> list[CheckResult]:
     """All checks of one cycle: the PM-core checks (which include ``no-kernel-warnings``, the
-    seventh check of the series' claim), then :data:`SERIES_CHECKS`, with ``expect`` applied
+    seventh check of the series' claim), then :data:`SERIES_CHECKS`, then the scenario checks
+    named in ``extra`` (keys of :data:`SCENARIO_CHECKS`), with ``expect`` applied
     (see :func:`apply_expectations`)."""
     results = check_pm_cycle(rec, facts, timeline) + check_series(rec, timeline)
+    lines = rec.dmesg.split("\n")
+    results += [SCENARIO_CHECKS[name](rec, cycle_transition(timeline), lines) for name in extra]
     return apply_expectations(results, expect or {})
 
 
@@ -140,7 +150,7 @@ def overall(verdicts: list[str]) -> str:
 #: The checks of the series' claim, in report order; the seventh, ``no-kernel-warnings``,
 #: is one of the PM-core checks and runs there.
 SERIES_CHECKS = ("noirq-callback", "noirq-before-normal", "noirq-request", "consumer-ready",
-                 "no-second-reinit", "devices-work")
+                 "no-second-reinit", "devices-work", "no-sleep-in-noirq")
 
 
 def _probe(tr: Transition, event: str) -> ProbeEvent | None:
@@ -238,8 +248,11 @@ def check_consumer_ready(tr: Transition, lines: list[str]) -> CheckResult:
 def check_no_second_reinit(tr: Transition, lines: list[str]) -> CheckResult:
     """5. The normal restore did not re-initialise the device (DRIVER_OK still set on entry)."""
     line = _probe(tr, "restore")
+    if line is None and _probe(tr, "freeze") is None:
+        return CheckResult("no-second-reinit", SKIP, "the probe's device was not frozen in this transition "
+                                                     "(the suspend aborted before it)")
     if line is None:
-        return CheckResult("no-second-reinit", FAIL, "no probe restore line")
+        return CheckResult("no-second-reinit", FAIL, "no probe restore line after its freeze")
     ev = (_line(lines, line.seq),)
     if line.get("noirq") == "0":
         return CheckResult("no-second-reinit", SKIP, "the tree has no noirq virtio PM API", ev)
@@ -260,16 +273,153 @@ def check_devices_work(rec: CycleRecord) -> CheckResult:
     return CheckResult("devices-work", PASS, ", ".join(h.name for h in rec.health), ev)
 
 
+#: What might_sleep() calls with DEBUG_ATOMIC_SLEEP (kernel/sched/core.c).
+_SLEEP = "__might_sleep"
+
+
+def check_no_sleep_in_noirq(rec: CycleRecord) -> CheckResult:
+    """7b. No might_sleep() was reached from a virtio-mmio noirq callback, in the function graph
+    trace of :data:`~harness.suspend.NOIRQ_TRACE_ROOTS`.
+
+    The kernel itself stays silent here: noirq callbacks run preemptible with CPU
+    interrupts on (kernel/power/suspend.c calls dpm_resume_noirq() after
+    arch_suspend_enable_irqs()), so DEBUG_ATOMIC_SLEEP never prints "sleeping
+    function called from invalid context" for them, yet the series' noirq path
+    promises no sleeping helper (virtio_add_status_noirq() and friends).
+    """
+    name = "no-sleep-in-noirq"
+    if rec.noirq_trace is None:
+        return CheckResult(name, SKIP, "not traced: the kernel has no function graph tracer or no "
+                                       "virtio-mmio noirq callbacks")
+    if rec.kind == "hibernate":
+        return CheckResult(name, SKIP, "the function graph tracer pauses itself for hibernation "
+                                       "(kernel/trace/fgraph.c ftrace_suspend_notifier_call)")
+    calls = parse_graph(rec.noirq_trace)
+    roots = [c for c in calls if c.name in NOIRQ_TRACE_ROOTS and not c.path]
+    sleeps = [c for c in calls if c.name == _SLEEP]
+    if sleeps:
+        chains = sorted({c.chain for c in sleeps})
+        return CheckResult(name, FAIL, f"might_sleep() reached {len(sleeps)} time(s) from a noirq callback",
+                           tuple(f"noirq trace line {c.line + 1}: cpu {c.cpu}: {c.chain}" for c in sleeps[:10])
+                           + tuple(f"path: {ch}" for ch in chains[:5]))
+    if not roots:
+        return CheckResult(name, SKIP, "no virtio-mmio noirq callback ran in this cycle")
+    return CheckResult(name, PASS, f"{len(roots)} noirq callback(s) traced, {len(calls) - len(roots)} calls "
+                                   f"under them, none to {_SLEEP}",
+                       tuple(f"noirq trace line {c.line + 1}: {c.name}()" for c in roots[:4]))
+
+
+#: Series checks that look at the noirq phases, which pm_test=devices never reaches.
+_NOIRQ_ONLY = ("noirq-callback", "noirq-before-normal", "noirq-request", "consumer-ready")
+
+
 def check_series(rec: CycleRecord, timeline: PmTimeline) -> list[CheckResult]:
-    """The checks of the series' claim for one cycle, in :data:`SERIES_CHECKS` order."""
+    """The checks of the series' claim for one cycle, in :data:`SERIES_CHECKS` order.
+
+    Under ``pm_test=devices`` the noirq and early phases do not run, so the
+    checks about them are SKIP; the others still judge the cycle.
+    """
     lines = rec.dmesg.split("\n")
     tr = cycle_transition(timeline)
     if tr is None:
         missing = [CheckResult(n, FAIL, "no suspend/hibernation transition in the cycle's log")
                    for n in SERIES_CHECKS[:5]]
-        return missing + [check_devices_work(rec)]
-    return [check_noirq_callback(tr, lines), check_noirq_before_normal(tr, lines), check_noirq_request(tr, lines),
-            check_consumer_ready(tr, lines), check_no_second_reinit(tr, lines), check_devices_work(rec)]
+        return missing + [check_devices_work(rec), check_no_sleep_in_noirq(rec)]
+    if rec.pm_test_level == "devices":
+        first = [CheckResult(n, SKIP, "pm_test=devices: the noirq and early phases do not run")
+                 for n in _NOIRQ_ONLY]
+    else:
+        first = [check_noirq_callback(tr, lines), check_noirq_before_normal(tr, lines),
+                 check_noirq_request(tr, lines), check_consumer_ready(tr, lines)]
+    return first + [check_no_second_reinit(tr, lines), check_devices_work(rec), check_no_sleep_in_noirq(rec)]
+
+
+# --- Checks of the series' error paths, named by scenarios (scenarios/*.yaml) ------------
+
+#: VIRTIO_CONFIG_S_* status bits (include/uapi/linux/virtio_config.h).
+S_DRIVER_OK, S_FAILED = 0x04, 0x80
+#: errno values the series returns (include/uapi/asm-generic/errno-base.h, errno.h).
+EIO, EOPNOTSUPP = 5, 95
+
+
+def _status(value: int) -> str:
+    bits = [n for n, b in (("ACKNOWLEDGE", 1), ("DRIVER", 2), ("DRIVER_OK", 4), ("FEATURES_OK", 8),
+                           ("NEEDS_RESET", 0x40), ("FAILED", 0x80)) if value & b]
+    return f"0x{value:02x} ({'|'.join(bits) or 'reset'})"
+
+
+def check_noirq_failure_handled(rec: CycleRecord, tr: Transition | None, lines: list[str]) -> CheckResult:
+    """restore_noirq failed (injected): the provider's noirq callback returned an error, the device
+    ends FAILED without DRIVER_OK, and its normal restore returned -EIO without calling the
+    driver's restore (no same-device fallback; drivers/virtio/virtio.c virtio_device_restore()
+    with the series, v6 and later)."""
+    name = "noirq-failure-handled"
+    if tr is None:
+        return CheckResult(name, FAIL, "no transition in the cycle's log")
+    provider = provider_device(tr)
+    if provider is None:
+        return CheckResult(name, FAIL, "no virtio_pm_probe lines in this transition")
+    problems, ev = [], []
+    cb = _noirq_callback(tr, provider)
+    if cb is None or cb.rc in (None, 0):
+        problems.append("restore_noirq did not fail" if cb else "no restore_noirq callback")
+    if cb is not None:
+        ev.append(_line(lines, cb.end_seq if cb.end_seq is not None else cb.seq))
+    normal = tr.phase(RESUME_PHASES[tr.kind][2])
+    restore = next((e for e in (normal.events if normal else ()) if e.device == provider), None)
+    if restore is None or restore.rc != -EIO:
+        problems.append(f"normal restore returned {restore.rc if restore else 'nothing'}, not -EIO")
+    if restore is not None:
+        ev.append(_line(lines, restore.end_seq if restore.end_seq is not None else restore.seq))
+    fallback = _probe(tr, "restore")
+    if fallback is not None:
+        problems.append("the driver's restore ran after restore_noirq failed (a same-device fallback)")
+        ev.append(_line(lines, fallback.seq))
+    dev = next((d for d in rec.virtio if d.transport == provider), None)
+    if dev is None:
+        problems.append(f"no virtio device on {provider} after the cycle")
+    else:
+        ev.append(f"/sys/bus/virtio/devices/{dev.name}/status = {_status(dev.status)}")
+        if not dev.status & S_FAILED or dev.status & S_DRIVER_OK:
+            problems.append(f"status {_status(dev.status)}: expected FAILED without DRIVER_OK")
+    if problems:
+        return CheckResult(name, FAIL, "; ".join(problems), tuple(ev))
+    return CheckResult(name, PASS, f"{provider}: restore_noirq returned {cb.rc}, device FAILED, "
+                                   f"normal restore returned -EIO, no fallback", tuple(ev))
+
+
+def check_freeze_refused(rec: CycleRecord, tr: Transition | None, lines: list[str]) -> CheckResult:
+    """A driver with restore_noirq bound over a transport without ``noirq_safe`` (virtio-pci): its
+    freeze returned -EOPNOTSUPP, the state write failed and ``suspend_stats`` counted the failure
+    (drivers/virtio/virtio.c virtio_device_freeze() with the series)."""
+    name = "freeze-refused"
+    problems, ev = [], [f"echo > /sys/power/state: exit status {rec.write_status}: {rec.write_output}"]
+    if rec.write_status == 0:
+        problems.append("the state write succeeded")
+    off_mmio = [d for d in rec.virtio if d.driver == "virtio_pm_probe" and not d.transport.endswith(".virtio_mmio")]
+    if not off_mmio:
+        problems.append("no virtio_pm_probe device on a non-mmio transport")
+    refused = [e for p in (tr.phases if tr else ()) for e in p.events
+               if e.rc == -EOPNOTSUPP and any(e.device == d.transport for d in off_mmio)]
+    ev += [_line(lines, e.end_seq) for e in refused]
+    if not refused:
+        problems.append(f"no callback of {', '.join(d.transport for d in off_mmio) or 'it'} returned -EOPNOTSUPP")
+    before, after = rec.stats_before.get("fail"), rec.suspend_stats.get("fail")
+    ev.append(f"suspend_stats/fail {before} -> {after}, last_failed_dev {rec.suspend_stats.get('last_failed_dev')!r}, "
+              f"last_failed_errno {rec.suspend_stats.get('last_failed_errno')}")
+    if not (before and after and before.isdigit() and after.isdigit() and int(after) > int(before)):
+        problems.append("suspend_stats did not count a failure")
+    if problems:
+        return CheckResult(name, FAIL, "; ".join(problems), tuple(ev))
+    return CheckResult(name, PASS, f"{refused[0].device} {refused[0].callback} returned -EOPNOTSUPP, "
+                                   f"the suspend was aborted and counted", tuple(ev))
+
+
+#: Scenario checks by name: (record, transition, log lines) -> CheckResult.
+SCENARIO_CHECKS = {
+    "noirq-failure-handled": check_noirq_failure_handled,
+    "freeze-refused": check_freeze_refused,
+}
 
 
 def apply_expectations(results: list[CheckResult], expect: dict[str, str]) -> list[CheckResult]:
@@ -296,7 +446,7 @@ def apply_expectations(results: list[CheckResult], expect: dict[str, str]) -> li
 
 #: Every check name a per-cycle result can carry.
 ALL_CHECKS = ("state-write", "wake-source", "resume-phases", "no-kernel-warnings", "callbacks-returned-0",
-              *SERIES_CHECKS)
+              *SERIES_CHECKS, *SCENARIO_CHECKS)
 
 
 def load_expectations(path: Path) -> dict[str, str]:

@@ -56,6 +56,14 @@ class BootError(HarnessError):
     verdict = "ERROR"
 
 
+class ScenarioError(HarnessError):
+    """A scenario's own guest command (binding a device, setting a module parameter) failed,
+    so its cycle cannot say anything about the kernel (exit 1, verdict ERROR)."""
+
+    exit_code = 1
+    verdict = "ERROR"
+
+
 class GuestHang(HarnessError):
     """The guest stopped answering within a timeout (exit 7).
 

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from harness import __version__
 from harness.cache import atomic_write
-from harness.checks import CheckResult, overall
+from harness.checks import BAD_VERDICTS, FAIL, XPASS, CheckResult, overall
 from harness.dmesg import PmTimeline, Transition
 from harness.suspend import CycleRecord, GuestFacts
 
@@ -61,14 +61,38 @@ class RunResult:
     console_log: str | None = None
     error: str | None = None
     error_verdict: str | None = None
+    exit_code: int | None = None
     expectations: dict = field(default_factory=dict)
+    defect: str | None = None
+
+    @property
+    def undetected(self) -> list[str]:
+        """For a defect run: where an expected failure did not happen (XPASS), as sentences."""
+        if not self.defect:
+            return []
+        return [f"defect {self.defect} went undetected in {c.record.scenario} #{c.record.index}: "
+                f"{ch.name} passed" for c in self.cycles for ch in c.checks if ch.verdict == XPASS]
 
     @property
     def verdict(self) -> str:
+        """The run's verdict; a defect that went undetected in any cycle makes it FAIL."""
         verdicts = [c.verdict for c in self.cycles]
         if self.error_verdict:
             verdicts.append(self.error_verdict)
+        if self.undetected:
+            verdicts.append(FAIL)
         return overall(verdicts) if verdicts else "ERROR"
+
+    def tally(self) -> dict:
+        """Counts over all cycles: ``cycles``, ``failed_checks`` (FAIL, XPASS, ERROR or HANG:
+        the false alarms of a clean revision), and per check the number of cycles per verdict."""
+        per_check: dict[str, dict[str, int]] = {}
+        for c in self.cycles:
+            for ch in c.checks:
+                counts = per_check.setdefault(ch.name, {})
+                counts[ch.verdict] = counts.get(ch.verdict, 0) + 1
+        failed = sum(1 for c in self.cycles for ch in c.checks if ch.verdict in BAD_VERDICTS)
+        return {"cycles": len(self.cycles), "failed_checks": failed, "per_check": per_check}
 
 
 def _phase_devices(tr: Transition) -> dict[str, list[dict]]:
@@ -82,11 +106,14 @@ def to_json(run: RunResult) -> dict:
     for c in run.cycles:
         rec = asdict(c.record)
         rec.pop("dmesg")
+        rec.pop("noirq_trace")
         tr = c.timeline.transitions[-1] if c.timeline.transitions else None
         cycles.append({
             **rec,
             "verdict": c.verdict,
             "dmesg_file": c.dmesg_file,
+            "noirq_trace_file": f"{c.record.scenario}-{c.record.index}.noirq-trace"
+            if c.record.noirq_trace is not None else None,
             "checks": [asdict(ch) for ch in c.checks],
             "resume_devices": _phase_devices(tr) if tr else {},
         })
@@ -104,6 +131,9 @@ def to_json(run: RunResult) -> dict:
         "timings": {k: round(v, 3) for k, v in run.timings.items()},
         "console_log": run.console_log,
         "expectations": run.expectations,
+        "defect": run.defect,
+        "undetected": run.undetected,
+        "tally": run.tally(),
         "error": run.error,
         "cycles": cycles,
     }
@@ -180,6 +210,8 @@ def print_summary(run: RunResult, console: Console | None = None) -> None:
             for p in tr.resume_phases:
                 table.add_row(p.name, escape(_device_cell(p.events)))
             console.print(table)
+    for finding in run.undetected:
+        console.print(finding, style="bold red", markup=False)
     if run.error:
         console.print(run.error, style="red", markup=False)
     if run.console_log:
@@ -205,3 +237,96 @@ def print_series(rev, manifest=None, console: Console | None = None) -> None:
         table.add_row(str(p.version), f"{p.index}/{p.total}", p.subject, parseaddr(p.author)[0] or p.author, p.msgid,
                       f"+{added}/-{removed}" if p.index else "")
     console.print(table)
+
+
+# --- Matrices ----------------------------------------------------------------------------------
+
+def _expected_failures(run: RunResult) -> dict[str, str]:
+    """check -> ``k/N``: in how many of the run's cycles each expected-to-fail check failed."""
+    out = {}
+    for name, counts in run.tally()["per_check"].items():
+        xfail, xpass = counts.get("XFAIL", 0), counts.get("XPASS", 0)
+        if xfail or xpass:
+            out[name] = f"{xfail}/{sum(counts.values())}"
+    return out
+
+
+def matrix_to_json(mr) -> dict:
+    """The ``matrix.json`` document of a :class:`harness.matrix.MatrixResult`."""
+    cells = []
+    clean_cycles = clean_failed = 0
+    for cell, run in mr.cells:
+        tally = run.tally()
+        if cell.defect is None:
+            clean_cycles += tally["cycles"]
+            clean_failed += tally["failed_checks"]
+        cells.append({
+            "id": cell.id, "revision": cell.revision, "profile": cell.request.profile,
+            "scenario": cell.scenario.name, "defect": cell.defect, "verdict": run.verdict,
+            "cycle_verdicts": [c.verdict for c in run.cycles],
+            "failed_checks": tally["failed_checks"], "expected_failures": _expected_failures(run),
+            "undetected": run.undetected, "error": run.error,
+            "results": f"{cell.dirname}/results.json", "command": run.command,
+        })
+    verdicts = [c["verdict"] for c in cells]
+    return {
+        "harness_version": __version__,
+        "matrix": mr.matrix.name,
+        "file": str(mr.matrix.path),
+        "verdict": overall(verdicts) if len(cells) == len(mr.matrix.cells) and cells else
+        (overall(verdicts + ["ERROR"])),
+        "cells_run": len(cells),
+        "cells_declared": len(mr.matrix.cells),
+        "seconds": round(mr.seconds, 3),
+        "clean": {"cycles": clean_cycles, "failed_checks": clean_failed},
+        "cells": cells,
+    }
+
+
+def write_matrix(mr) -> Path:
+    """Write ``matrix.json`` into the matrix run's directory (atomically) and return its path."""
+    mr.out_dir.mkdir(parents=True, exist_ok=True)
+    return atomic_write(mr.out_dir / "matrix.json", json.dumps(matrix_to_json(mr), indent=2) + "\n")
+
+
+def _cycles_cell(run: RunResult) -> str:
+    if not run.cycles:
+        return _styled(run.verdict)
+    verdicts = [c.verdict for c in run.cycles]
+    if len(set(verdicts)) == 1:
+        return f"{_styled(verdicts[0])} x{len(verdicts)}"
+    return " ".join(_styled(v) for v in verdicts)
+
+
+def print_matrix(mr, console: Console | None = None) -> None:
+    """Print one row per cell (per-cycle verdicts, which checks caught a defect in how many
+    cycles), then each cell's expected failures with evidence, then findings and the verdict."""
+    console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    doc = matrix_to_json(mr)
+    table = Table(title=f"matrix {mr.matrix.name}: {doc['cells_run']}/{doc['cells_declared']} cells, "
+                        f"{mr.seconds:.0f} s")
+    for col in ("revision", "profile", "scenario", "cycles", "expected failures (cycles failed)", "verdict"):
+        table.add_column(col)
+    for (cell, run), row in zip(mr.cells, doc["cells"]):
+        caught = ", ".join(f"{k} {v}" for k, v in row["expected_failures"].items()) or "-"
+        table.add_row(escape(cell.revision), cell.request.profile, escape(cell.scenario.name), _cycles_cell(run),
+                      escape(caught), _styled(run.verdict))
+    console.print(table)
+    for cell, run in mr.cells:
+        shown = set()
+        for c in run.cycles:
+            for ch in c.checks:
+                if ch.verdict not in ("XFAIL", "XPASS", "FAIL") or ch.name in shown:
+                    continue
+                shown.add(ch.name)
+                console.print(escape(f"{cell.id} {c.record.scenario} #{c.record.index} {ch.name}: "),
+                              _styled(ch.verdict), escape(f" {ch.summary}"), sep="")
+                for line in ch.evidence[:3]:
+                    console.print(f"    {line}", markup=False)
+        for finding in run.undetected:
+            console.print(finding, style="bold red", markup=False)
+        if run.error:
+            console.print(f"{cell.id}: {run.error}", style="red", markup=False)
+    console.print(f"clean revisions: {doc['clean']['cycles']} cycles, {doc['clean']['failed_checks']} failed checks")
+    console.print(f"results: {mr.out_dir / 'matrix.json'}")
+    console.print(f"[bold]verdict: {doc['verdict']}[/]")

@@ -11,10 +11,19 @@ Three scenario kinds:
   (freeze, write the image, restore from it), which runs the freeze/thaw/
   restore callbacks.
 
+A scenario is a sequence of steps, one per cycle; a step may run guest
+commands before its cycle (set a probe module parameter, bind a device) and
+carries the expectations and extra checks of that cycle (see
+``scenarios/*.yaml`` and :mod:`harness.matrix`).
+
 Before the first cycle the console loglevel is lowered (``dmesg -n 1``) so
-kernel messages do not interleave with command output, and
-``pm_print_times``/``pm_debug_messages`` are enabled; the kernel log is read
-with ``dmesg`` and cleared before each cycle.
+kernel messages do not interleave with command output,
+``pm_print_times``/``pm_debug_messages`` are enabled, and, when the kernel
+has the function graph tracer and virtio-mmio noirq callbacks, the tracer is
+limited to those callbacks (:data:`NOIRQ_TRACE_ROOTS`) so that a sleeping
+call inside them shows (the kernel does not report one: noirq callbacks run
+preemptible with CPU interrupts on).  The kernel log is read with ``dmesg``
+and cleared before each cycle.
 """
 
 from __future__ import annotations
@@ -24,39 +33,81 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
+from harness.errors import ScenarioError
 from harness.guest import GuestSession
 
 #: A /proc/interrupts row of the PL031 RTC (drivers/rtc/rtc-pl031.c requests "rtc-pl031").
 _RTC_IRQ = re.compile(r"^\s*(\d+):.*\brtc-pl031\b", re.M)
 
 SCENARIO_KINDS = ("rtc", "pm_test", "hibernate")
+#: /sys/power/pm_test levels (kernel/power/main.c pm_tests[]); ``core`` and
+#: ``processors`` are refused for s2idle.
+PM_TEST_LEVELS = ("devices", "platform", "processors", "core")
+
+#: The callbacks the function graph tracer records from (drivers/virtio/virtio_mmio.c with the
+#: series), and the functions it records under them: the virtio core, the transport, and
+#: ``__might_sleep`` (kernel/sched/core.c; might_sleep() calls it with DEBUG_ATOMIC_SLEEP).
+NOIRQ_TRACE_ROOTS = ("virtio_mmio_freeze_noirq", "virtio_mmio_restore_noirq")
+NOIRQ_TRACE_FILTER = ("virtio_*", "vm_*", "__might_sleep")
+_TRACEFS = "/sys/kernel/tracing"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One cycle of a scenario beyond the state write itself.
+
+    ``before``: guest shell commands run before the cycle, each of which must
+    exit 0; ``expect``: check name -> ``pass``/``fail``/``any`` for this
+    cycle, over the revision's own expectations; ``checks``: names of extra
+    scenario checks (:data:`harness.checks.SCENARIO_CHECKS`); ``label``: a
+    word for the report (``bound-to-pci``).
+    """
+
+    before: tuple[str, ...] = ()
+    expect: dict[str, str] = field(default_factory=dict)
+    checks: tuple[str, ...] = ()
+    label: str = ""
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """What one cycle does.
+    """What a sequence of cycles does.
 
-    ``kind`` is one of :data:`SCENARIO_KINDS`; ``wake_seconds`` is the RTC
-    alarm delay (the PL031 counts whole seconds); ``pm_test_level`` is
-    written to ``/sys/power/pm_test``; ``timeout`` bounds the state write in
-    seconds.
+    ``kind`` is one of :data:`SCENARIO_KINDS`; ``steps`` one :class:`Step`
+    per cycle; ``wake_seconds`` is the RTC alarm delay (the PL031 counts
+    whole seconds); ``pm_test_level`` is written to ``/sys/power/pm_test``;
+    ``timeout`` bounds the state write in seconds; ``description`` says
+    what it shows.
     """
 
     name: str
     kind: str
-    cycles: int
+    steps: tuple[Step, ...] = (Step(),)
     wake_seconds: int = 2
     pm_test_level: str = "platform"
     timeout: float = 90.0
+    description: str = ""
+
+    @property
+    def cycles(self) -> int:
+        """Number of cycles (one per step)."""
+        return len(self.steps)
+
+    @classmethod
+    def repeated(cls, name: str, kind: str, cycles: int, step: Step = Step(), **kw) -> "Scenario":
+        """A scenario of ``cycles`` identical steps."""
+        return cls(name, kind, (step,) * cycles, **kw)
 
 
 @dataclass(frozen=True)
 class GuestFacts:
-    """Read once per boot: ``mem_sleep`` choices, PL031 IRQ number, kernel release."""
+    """Read once per boot: ``mem_sleep`` choices, PL031 IRQ number, kernel release, and whether
+    the function graph tracer records the virtio-mmio noirq callbacks (``noirq_trace``)."""
 
     mem_sleep: str
     rtc_irq: int | None
     kernel_release: str
+    noirq_trace: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,10 +132,24 @@ HEALTH_PROBES = (
 
 
 @dataclass(frozen=True)
+class VirtioDevice:
+    """A device on the virtio bus after a cycle: ``status`` register (VIRTIO_CONFIG_S_* bits,
+    include/uapi/linux/virtio_config.h), its ``transport`` (parent device) and bound ``driver``."""
+
+    name: str
+    status: int
+    transport: str
+    driver: str | None
+
+
+@dataclass(frozen=True)
 class CycleRecord:
     """One cycle: which scenario, the state write's exit status and message,
     its wall time in seconds, ``/sys/power/pm_wakeup_irq`` (None if empty),
-    ``suspend_stats`` counters, and the kernel log of the cycle."""
+    ``suspend_stats`` counters before and after, the kernel log of the cycle,
+    the health probes, the virtio devices' status after the cycle, the
+    function graph trace of the noirq callbacks (None when not traced), and
+    the step's label and ``pm_test`` level (None unless a pm_test cycle)."""
 
     scenario: str
     kind: str
@@ -96,6 +161,11 @@ class CycleRecord:
     suspend_stats: dict[str, str] = field(default_factory=dict)
     dmesg: str = ""
     health: tuple[HealthResult, ...] = ()
+    stats_before: dict[str, str] = field(default_factory=dict)
+    virtio: tuple[VirtioDevice, ...] = ()
+    noirq_trace: str | None = None
+    step: str = ""
+    pm_test_level: str | None = None
 
 
 def prepare(session: GuestSession) -> GuestFacts:
@@ -105,7 +175,32 @@ def prepare(session: GuestSession) -> GuestFacts:
     mem_sleep = session.run("cat /sys/power/mem_sleep").output.strip()
     m = _RTC_IRQ.search(session.run("cat /proc/interrupts").output)
     release = session.run("uname -r").output.strip()
-    return GuestFacts(mem_sleep, int(m[1]) if m else None, release)
+    return GuestFacts(mem_sleep, int(m[1]) if m else None, release, _setup_noirq_trace(session))
+
+
+def _setup_noirq_trace(session: GuestSession) -> bool:
+    """Limit the function graph tracer to :data:`NOIRQ_TRACE_ROOTS`; False when the kernel lacks
+    the tracer or the callbacks (a tree without the series)."""
+    cmd = (f"{{ [ -e {_TRACEFS}/trace ] || mount -t tracefs nodev {_TRACEFS}; }} 2>/dev/null && "
+           f"grep -qw function_graph {_TRACEFS}/available_tracers && "
+           f"echo '{' '.join(NOIRQ_TRACE_FILTER)}' > {_TRACEFS}/set_ftrace_filter && "
+           f"echo '{' '.join(NOIRQ_TRACE_ROOTS)}' > {_TRACEFS}/set_graph_function && "
+           f"echo function_graph > {_TRACEFS}/current_tracer && echo 1 > {_TRACEFS}/tracing_on")
+    return session.run(cmd + " 2>/dev/null").exit_status == 0
+
+
+_VIRTIO_DEVICES = ("for d in /sys/bus/virtio/devices/*; do p=$(readlink -f $d); drv=$(readlink $d/driver); "
+                   "echo \"${d##*/} $(cat $d/status) $(basename ${p%/*}) ${drv##*/}\"; done")
+
+
+def read_virtio_devices(session: GuestSession) -> tuple[VirtioDevice, ...]:
+    """The virtio bus's devices with status, transport and driver (``/sys/bus/virtio/devices``)."""
+    devices = []
+    for line in session.run(_VIRTIO_DEVICES).output.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1].startswith("0x"):
+            devices.append(VirtioDevice(parts[0], int(parts[1], 16), parts[2], parts[3] if len(parts) > 3 else None))
+    return tuple(devices)
 
 
 def _read_stats(session: GuestSession) -> dict[str, str]:
@@ -134,12 +229,23 @@ def _arm(session: GuestSession, scenario: Scenario) -> str:
     raise ValueError(f"unknown scenario kind {scenario.kind!r}")
 
 
-def run_cycle(session: GuestSession, scenario: Scenario, index: int) -> CycleRecord:
-    """Run one cycle and return its record.
+def run_cycle(session: GuestSession, scenario: Scenario, index: int, facts: GuestFacts | None = None) -> CycleRecord:
+    """Run cycle ``index`` (1-based) of ``scenario`` and return its record.
 
     Raises :class:`~harness.errors.GuestHang` if the guest does not come back
-    within ``scenario.timeout`` seconds.
+    within ``scenario.timeout`` seconds, and :class:`~harness.errors.ScenarioError`
+    when one of the step's ``before`` commands fails.
     """
+    step = scenario.steps[index - 1]
+    for command in step.before:
+        r = session.run(command, timeout=60)
+        if r.exit_status != 0:
+            raise ScenarioError(f"scenario {scenario.name}, cycle {index}: before-command {command!r} exited "
+                                f"{r.exit_status}: {r.output.strip()[-300:]}")
+    traced = bool(facts and facts.noirq_trace)
+    if traced:
+        session.run(f"echo > {_TRACEFS}/trace")
+    stats_before = _read_stats(session)
     session.run("dmesg -c > /dev/null")
     state = _arm(session, scenario)
     start = time.monotonic()
@@ -150,10 +256,13 @@ def run_cycle(session: GuestSession, scenario: Scenario, index: int) -> CycleRec
     irq = session.run("cat /sys/power/pm_wakeup_irq 2>/dev/null")
     wakeup_irq = int(irq.output) if irq.exit_status == 0 and irq.output.strip().isdigit() else None
     stats = _read_stats(session)
+    trace = session.run(f"grep -v '^#' {_TRACEFS}/trace", timeout=60).output if traced else None
     health = check_health(session, block=(zlib.crc32(scenario.name.encode()) % 997) * 8 + index)
+    virtio = read_virtio_devices(session)
     dmesg = session.run("dmesg", timeout=60).output
     return CycleRecord(scenario.name, scenario.kind, index, write.exit_status, write.output,
-                       seconds, wakeup_irq, stats, dmesg, health)
+                       seconds, wakeup_irq, stats, dmesg, health, stats_before, virtio, trace, step.label,
+                       scenario.pm_test_level if scenario.kind == "pm_test" else None)
 
 
 def check_health(session: GuestSession, block: int) -> tuple[HealthResult, ...]:

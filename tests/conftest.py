@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.suspend import CycleRecord, GuestFacts, HealthResult
+from harness.suspend import CycleRecord, GuestFacts, HealthResult, VirtioDevice
 
 FIXTURES = Path(__file__).parent / "fixtures"
 #: Captures from the embedded default kernel; see fixtures/README.md.
@@ -21,6 +21,9 @@ def load_record(stem: str, capture: Path = CAPTURE) -> CycleRecord:
     """Return the captured :class:`CycleRecord` ``stem`` with its dmesg."""
     meta = json.loads((capture / f"{stem}.record.json").read_text())
     meta["health"] = tuple(HealthResult(**h) for h in meta.get("health", ()))
+    meta["virtio"] = tuple(VirtioDevice(**d) for d in meta.get("virtio", ()))
+    trace = capture / f"{stem}.noirq-trace"
+    meta["noirq_trace"] = trace.read_text().rstrip("\n") if trace.is_file() else None
     return CycleRecord(dmesg=(capture / f"{stem}.dmesg").read_text().rstrip("\n"), **meta)
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from harness import rootfs, suspend
 from harness.cache import Cache, file_sha256
-from harness.cli import ROOT, _argv, _prepare_guest
+from harness.matrix import ROOT, Request, guest_argv, prepare_guest
 from harness.errors import GuestHang
 from harness.fetch import guest_sysroot
 from harness.guest import GuestSession
@@ -96,14 +96,9 @@ def test_parse_of_the_saved_console_log_matches_the_live_run(main_run):
 def test_suspend_without_a_wake_source_is_a_hang_and_qemu_is_reaped(tmp_path):
     cache = Cache.from_env()
     log = CommandLog(tmp_path / "commands.log")
-
-    class Args:
-        tree = kconfig = jobs = series = base = upto = None
-        profile = "virt-mmio"
-
-    art = _prepare_guest(Args, cache, log, {})
+    art = prepare_guest(Request(), cache, log, print, {})
     with pytest.raises(GuestHang) as err:
-        with GuestSession(_argv(art, tmp_path), tmp_path / "console.log", log) as session:
+        with GuestSession(guest_argv(art, tmp_path), tmp_path / "console.log", log) as session:
             pid = session._child.pid
             suspend.prepare(session)
             session.run("echo mem > /sys/power/state", timeout=10)  # no alarm armed: s2idle forever

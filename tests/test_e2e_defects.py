@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from harness import checks
-from harness.cli import ROOT
+from harness.matrix import ROOT
 
 pytestmark = pytest.mark.e2e
 

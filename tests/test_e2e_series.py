@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from harness.cli import ROOT
+from harness.matrix import ROOT
 
 pytestmark = pytest.mark.e2e
 

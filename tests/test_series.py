@@ -11,7 +11,7 @@ import pytest
 
 from harness import series, tree
 from harness.cache import Cache
-from harness.cli import ROOT
+from harness.matrix import ROOT
 from harness.errors import ApplyError, ConfigError, SeriesError
 from harness.proc import CommandLog
 
@@ -316,7 +316,7 @@ def test_cli_upto_beyond_the_series_is_a_usage_error(user_repo, tmp_path, capsys
 
 
 def test_defect_directory_stacks_its_patch_on_the_revision_it_names(repo, tmp_path):
-    base_dir = format_patch(repo, tmp_path / "rev", "--cover-letter", "--base=base", "-v9", "base..HEAD~1")
+    format_patch(repo, tmp_path / "rev", "--cover-letter", "--base=base", "-v9", "base..HEAD~1")
     defect = tmp_path / "defects" / "d"
     format_patch(repo, defect, "-1")
     (defect / "defect.yaml").write_text("name: d\non_top_of: ../../rev\nbreaks: change 3\n")

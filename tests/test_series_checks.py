@@ -9,7 +9,7 @@ import pytest
 
 from conftest import PROBE_BACKPORT, PROBE_BASELINE, load_facts, load_record
 from harness import checks, dmesg
-from harness.cli import ROOT
+from harness.matrix import ROOT
 from harness.errors import ConfigError
 
 BASELINE_EXPECT = checks.load_expectations(ROOT / "patches" / "baseline-6.12" / "expect.yaml")
@@ -21,11 +21,13 @@ def series_results(capture, stem, expect=None):
     return {c.name: c for c in got}
 
 
-def test_backport_s2idle_cycle_passes_all_eleven_checks():
+def test_backport_s2idle_cycle_passes_all_checks():
     r = series_results(PROBE_BACKPORT, "s2idle-rtc-1")
     assert list(r) == ["state-write", "wake-source", "resume-phases", "no-kernel-warnings", "callbacks-returned-0",
                        "noirq-callback", "noirq-before-normal", "noirq-request", "consumer-ready",
-                       "no-second-reinit", "devices-work"]
+                       "no-second-reinit", "devices-work", "no-sleep-in-noirq"]
+    # this capture predates the noirq function graph trace: that check has nothing to read
+    assert r.pop("no-sleep-in-noirq").verdict == "SKIP"
     assert {c.verdict for c in r.values()} == {"PASS"}
 
 
@@ -63,7 +65,7 @@ def test_baseline_expectations_turn_those_failures_into_xfail():
     r = series_results(PROBE_BASELINE, "s2idle-rtc-1", BASELINE_EXPECT)
     assert {n: c.verdict for n, c in r.items() if c.verdict != "PASS"} == {
         "noirq-callback": "XFAIL", "noirq-before-normal": "XFAIL", "noirq-request": "XFAIL",
-        "consumer-ready": "XFAIL", "no-second-reinit": "SKIP"}
+        "consumer-ready": "XFAIL", "no-second-reinit": "SKIP", "no-sleep-in-noirq": "SKIP"}
     assert checks.overall([c.verdict for c in r.values()]) == "PASS"
 
 

@@ -1,0 +1,451 @@
+"""The whole chain, per cell: apply, build, boot, cycles, checks, report.
+
+A *cell* is one (revision x QEMU profile x scenario); it boots its own guest.
+A *matrix* (``matrices/NAME.yaml``) declares rows of revisions and the
+scenarios (``scenarios/NAME.yaml``) to run on them; :func:`run_matrix` runs
+its cells in order and writes ``matrix.json`` beside one directory per cell.
+Builds are keyed by commit and configuration in the cache, so cells of the
+same revision build once.
+
+This module and ``cli.py`` are the only ones that know the whole pipeline.
+"""
+
+from __future__ import annotations
+
+import glob
+import shlex
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from harness import (__version__, build, checks, dmesg, fetch, kconfig, modules, qemu, report, rootfs, series,
+                     suspend, toolchain, tree)
+from harness.cache import Cache
+from harness.config import check_keys, load_yaml_mapping
+from harness.errors import ConfigError, HarnessError, UsageError
+from harness.guest import GuestSession
+from harness.proc import CommandLog
+
+#: The repository root (kconfigs/, qemu-profiles/, guest-rootfs/, scenarios/ live here).
+ROOT = Path(__file__).resolve().parent.parent
+#: The expectations of the embedded tree without any series.
+BASELINE_EXPECT = ROOT / "patches" / "baseline-6.12" / "expect.yaml"
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to build and boot: the series spec (None for the bare tree), the tree (None for the
+    embedded default), ``base`` ref, ``upto`` patches, b4 options, kconfig fragment names (None
+    for the defaults), ``make -j`` jobs, QEMU profile name and boot timeout in seconds."""
+
+    series: str | None = None
+    tree: str | None = None
+    base: str | None = None
+    upto: int | None = None
+    series_version: int | None = None
+    b4_local_mbox: Path | None = None
+    kconfig: tuple[str, ...] | None = None
+    jobs: int | None = None
+    profile: str = "virt-mmio"
+    boot_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class GuestArtifacts:
+    """What a guest needs: the tree and build it came from, the initramfs, the profile."""
+
+    tree: tree.AppliedTree
+    build: build.BuildResult
+    modules: tuple[modules.GuestModule, ...]
+    initramfs: rootfs.Initramfs
+    profile: qemu.QemuProfile
+
+
+def applied_tree(req: Request, cache: Cache, log: CommandLog, say: Say) -> tree.AppliedTree:
+    """The worktree to build: the tree at its base, with the series (or its first ``upto`` patches).
+
+    Raises SeriesError (3), ApplyError (4) or UsageError (2)."""
+    kt = tree.resolve_tree(req.tree, cache, log)
+    rev = (series.load_revision(req.series, cache, log, version=req.series_version,
+                                local_mbox=req.b4_local_mbox)[0] if req.series else None)
+    base, warning = tree.resolve_base(kt, req.base, rev.base_commit if rev else None, log)
+    if warning:
+        say(f"warning: {warning}")
+    patches = ()
+    if rev:
+        upto = rev.total if req.upto is None else req.upto
+        if not 0 <= upto <= rev.total:
+            raise UsageError(f"--upto {req.upto}: the revision has {rev.total} patches")
+        patches = rev.patches[:upto]
+        say(f"apply v{rev.version} patches 1-{upto} of {rev.total} on {base[:12]}")
+    elif req.upto is not None:
+        raise UsageError("--upto needs --series")
+    return tree.apply_series(kt, base, patches, cache, log, rev.version if rev else None,
+                             rev.base_commit if rev else None)
+
+
+def build_kernel(req: Request, cache: Cache, log: CommandLog, say: Say,
+                 timings: dict[str, float]) -> tuple[tree.AppliedTree, build.BuildResult, toolchain.Toolchain]:
+    """Apply and build; ``timings['build']`` gets the seconds.  Raises BuildError (5) and the above."""
+    tc = toolchain.arm64(cache, req.jobs)
+    applied = applied_tree(req, cache, log, say)
+    requests = kconfig.merge(kconfig.fragment_paths(ROOT / "kconfigs", req.kconfig or kconfig.DEFAULT_FRAGMENTS))
+    say(f"build {applied.describe} ({applied.commit[:12]}) for {tc.arch} ...")
+    start = time.monotonic()
+    built = build.build(applied, requests, tc, log)
+    timings["build"] = time.monotonic() - start
+    say(f"build: {'cache hit' if built.cache_hit else f'{built.seconds:.1f} s'}, {built.image}")
+    return applied, built, tc
+
+
+def prepare_guest(req: Request, cache: Cache, log: CommandLog, say: Say,
+                  timings: dict[str, float]) -> GuestArtifacts:
+    """Build the kernel, the guest modules against it, and the initramfs; find the profile."""
+    kt, built, tc = build_kernel(req, cache, log, say, timings)
+    mods = modules.build_modules(ROOT / "guest-rootfs" / "modules", kt.path, built, tc, log)
+    sysroot = fetch.guest_sysroot(cache, log)
+    initramfs = rootfs.build_initramfs(ROOT / "guest-rootfs", sysroot, kt.path, cache, log,
+                                       tuple((m.ko, m.guest_path) for m in mods))
+    profile = qemu.find_profile(ROOT / "qemu-profiles", req.profile)
+    return GuestArtifacts(kt, built, tuple(mods), initramfs, profile)
+
+
+def guest_argv(art: GuestArtifacts, out_dir: Path) -> list[str]:
+    """QEMU's argv for ``art``, with a fresh disk image in ``out_dir``."""
+    disk = qemu.make_disk(out_dir / "disk.img", art.profile.disk_mb)
+    return qemu.render_argv(art.profile, kernel=art.build.image, initrd=art.initramfs.path, disk=disk)
+
+
+def expectations_file(series_spec: str | None, explicit: str | None = None) -> Path | None:
+    """``explicit``, else ``expect.yaml`` beside the series (patches/NAME), else the baseline's
+    when no series is applied; None when the series has none (everything expected to pass)."""
+    if explicit:
+        return Path(explicit)
+    if series_spec:
+        beside = Path(series_spec) / "expect.yaml"
+        return beside if beside.is_file() else None
+    return BASELINE_EXPECT
+
+
+# --- Scenarios -----------------------------------------------------------------------------
+
+_SCENARIO_KEYS = {"name", "description", "kind", "cycles", "steps", "wake_seconds", "pm_test_level", "timeout",
+                  "before", "expect", "checks"}
+_STEP_KEYS = {"label", "before", "expect", "checks"}
+
+
+def _expect_map(where: str, value) -> dict[str, str]:
+    value = value or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: must map check names to pass, fail or any")
+    for name, v in value.items():
+        if name not in checks.ALL_CHECKS:
+            raise ConfigError(f"{where}.{name}: unknown check (known: {', '.join(checks.ALL_CHECKS)})")
+        if v not in ("pass", "fail", "any"):
+            raise ConfigError(f"{where}.{name}: {v!r} is not pass, fail or any")
+    return dict(value)
+
+
+def _step(where: str, entry: dict) -> suspend.Step:
+    before = entry.get("before") or []
+    if not isinstance(before, list) or not all(isinstance(c, str) and "\n" not in c.strip() for c in before):
+        raise ConfigError(f"{where}.before: must be a list of one-line guest shell commands")
+    extra = entry.get("checks") or []
+    unknown = [c for c in extra if c not in checks.SCENARIO_CHECKS]
+    if not isinstance(extra, list) or unknown:
+        raise ConfigError(f"{where}.checks: unknown scenario check(s) {unknown} "
+                          f"(known: {', '.join(checks.SCENARIO_CHECKS)})")
+    return suspend.Step(tuple(c.strip() for c in before), _expect_map(f"{where}.expect", entry.get("expect")),
+                        tuple(extra), str(entry.get("label") or ""))
+
+
+def load_scenario(path: Path) -> suspend.Scenario:
+    """Load ``scenarios/NAME.yaml``: either ``cycles`` identical cycles (with optional top-level
+    ``before``/``expect``/``checks``) or a list of ``steps``, one per cycle.
+
+    Raises :class:`ConfigError` naming the file and key."""
+    data = load_yaml_mapping(path)
+    where = str(path)
+    check_keys(where, data, _SCENARIO_KEYS, {"name", "kind"})
+    if data["kind"] not in suspend.SCENARIO_KINDS:
+        raise ConfigError(f"{where}: kind: {data['kind']!r} is not one of {', '.join(suspend.SCENARIO_KINDS)}")
+    level = data.get("pm_test_level", "platform")
+    if level not in suspend.PM_TEST_LEVELS:
+        raise ConfigError(f"{where}: pm_test_level: {level!r} is not one of {', '.join(suspend.PM_TEST_LEVELS)}")
+    if "steps" in data:
+        if {"cycles", "before", "expect", "checks"} & set(data):
+            raise ConfigError(f"{where}: 'steps' cannot be combined with cycles/before/expect/checks")
+        if not isinstance(data["steps"], list) or not data["steps"]:
+            raise ConfigError(f"{where}: steps: must be a non-empty list")
+        steps = []
+        for i, entry in enumerate(data["steps"]):
+            check_keys(f"{where}: steps[{i}]", entry, _STEP_KEYS, set())
+            steps.append(_step(f"{where}: steps[{i}]", entry))
+        steps = tuple(steps)
+    else:
+        cycles = data.get("cycles", 1)
+        if not isinstance(cycles, int) or cycles < 1:
+            raise ConfigError(f"{where}: cycles: must be a positive integer, got {cycles!r}")
+        steps = (_step(where, data),) * cycles
+    for key in ("wake_seconds", "timeout"):
+        if key in data and (not isinstance(data[key], (int, float)) or data[key] <= 0):
+            raise ConfigError(f"{where}: {key}: must be a positive number of seconds")
+    return suspend.Scenario(str(data["name"]), data["kind"], steps, int(data.get("wake_seconds", 2)), level,
+                            float(data.get("timeout", 90.0)), str(data.get("description") or "").strip())
+
+
+def find_scenario(name: str) -> suspend.Scenario:
+    """Load ``scenarios/<name>.yaml`` (or a path); ConfigError naming the known ones otherwise."""
+    path = Path(name) if name.endswith(".yaml") else ROOT / "scenarios" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (ROOT / "scenarios").glob("*.yaml"))
+        raise ConfigError(f"no scenario {name!r} (scenarios/: {', '.join(known)})")
+    return load_scenario(path)
+
+
+def uniform(scenario: suspend.Scenario) -> bool:
+    """True when every cycle of ``scenario`` is the same step (so its count can change)."""
+    return all(s == scenario.steps[0] for s in scenario.steps)
+
+
+def with_cycles(scenario: suspend.Scenario, cycles: int, where: str = "") -> suspend.Scenario:
+    """``scenario`` with ``cycles`` repetitions of its (single kind of) step.
+
+    Raises ConfigError for a scenario of distinct steps, whose length is fixed."""
+    if not uniform(scenario):
+        raise ConfigError(f"{where}scenario {scenario.name} has distinct steps; its cycle count is fixed")
+    if cycles < 1:
+        raise ConfigError(f"{where}cycles must be >= 1, got {cycles}")
+    return replace(scenario, steps=(scenario.steps[0],) * cycles)
+
+
+# --- Cells ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cell:
+    """One (revision x profile x scenario): ``revision`` is its name under patches/
+    (``baseline-6.12`` is the bare tree), ``request`` what to build and boot, ``expect``
+    the revision's expectations file, ``defect`` the injected defect's name if any."""
+
+    revision: str
+    request: Request
+    scenario: suspend.Scenario
+    expect: Path | None
+    defect: str | None = None
+
+    @property
+    def id(self) -> str:
+        """``revision/profile/scenario``, unique within a matrix."""
+        return f"{self.revision}/{self.request.profile}/{self.scenario.name}"
+
+    @property
+    def dirname(self) -> str:
+        return self.id.replace("/", "__")
+
+
+def reproducer(req: Request, scenarios: list[suspend.Scenario], expect: str | None = None) -> str:
+    """The ``harness run`` command line that reruns one cell (or a run) by itself."""
+    argv = ["harness", "run", "--profile", req.profile]
+    if req.tree:
+        argv += ["--tree", str(Path(req.tree).resolve())]
+    for opt in ("series", "base", "upto", "series_version"):
+        if getattr(req, opt) is not None:
+            argv += [f"--{opt.replace('_', '-')}", str(getattr(req, opt))]
+    if expect:
+        argv += ["--expect", expect]
+    for frag in req.kconfig or ():
+        argv += ["--kconfig", frag]
+    for s in scenarios:
+        argv += ["--scenario", f"{s.name}:{s.cycles}" if uniform(s) else s.name]
+    return shlex.join(argv)
+
+
+def run_cell(req: Request, scenarios: list[suspend.Scenario], out: Path, cache: Cache, say: Say,
+             expect_path: Path | None, command: str, defect: str | None = None) -> report.RunResult:
+    """Build, boot one guest, run ``scenarios`` in order in it, check every cycle; return the result.
+
+    Never raises a :class:`HarnessError`: it ends the result with ``error`` and its verdict
+    (ERROR/HANG/FAIL).  ``results.json`` is written to ``out`` whatever happens.
+    KeyboardInterrupt propagates after QEMU is stopped and results are written.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    log = CommandLog(out / "commands.log")
+    result = report.RunResult(command=command, out_dir=out, profile=req.profile, defect=defect)
+    result.versions = {"harness": __version__, "qemu": toolchain.qemu_version()}
+    try:
+        base_expect = checks.load_expectations(expect_path) if expect_path else {}
+        result.expectations = {"file": str(expect_path) if expect_path else None, "expect": base_expect}
+        art = prepare_guest(req, cache, log, say, result.timings)
+        result.tree = {"path": str(art.tree.source.path), "worktree": str(art.tree.path),
+                       "commit": art.tree.commit, "base": art.tree.base, "describe": art.tree.describe,
+                       "version": art.tree.version, "embedded": art.tree.embedded,
+                       "series_version": art.tree.series_version,
+                       "patches": [{"index": i, "subject": s, "commit": c} for i, s, c in art.tree.patch_commits]}
+        result.build = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(art.build).items()}
+        result.initramfs = {"path": str(art.initramfs.path), "sha256": art.initramfs.sha256}
+        result.versions["gcc"] = art.build.gcc_version
+        result.qemu_argv = guest_argv(art, out)
+        result.console_log = str(out / "console.log")
+        say(f"boot {art.profile.name}, console log {result.console_log}")
+        with GuestSession(result.qemu_argv, out / "console.log", log, boot_timeout=req.boot_timeout) as session:
+            result.timings["boot"] = session.boot_seconds or 0.0
+            say(f"guest shell after {result.timings['boot']:.2f} s")
+            facts = suspend.prepare(session)
+            result.guest = facts
+            result.versions["kernel"] = facts.kernel_release
+            start = time.monotonic()
+            for scenario in scenarios:
+                for i in range(1, scenario.cycles + 1):
+                    step = scenario.steps[i - 1]
+                    rec = suspend.run_cycle(session, scenario, i, facts)
+                    dmesg_file = out / f"{scenario.name}-{i}.dmesg"
+                    dmesg_file.write_text(rec.dmesg + "\n")
+                    if rec.noirq_trace is not None:
+                        (out / f"{scenario.name}-{i}.noirq-trace").write_text(rec.noirq_trace + "\n")
+                    timeline = dmesg.parse(rec.dmesg)
+                    verdicts = checks.check_cycle(rec, facts, timeline, {**base_expect, **step.expect}, step.checks)
+                    result.cycles.append(report.CycleResult(rec, timeline, tuple(verdicts), dmesg_file.name))
+                    say(f"{scenario.name} #{i}/{scenario.cycles}{' ' + step.label if step.label else ''}: "
+                        f"{result.cycles[-1].verdict} ({rec.seconds:.2f} s)")
+            result.timings["cycles"] = time.monotonic() - start
+    except HarnessError as e:
+        result.error = f"{type(e).__name__}: {e}"
+        result.error_verdict = e.verdict
+        result.exit_code = e.exit_code
+    except KeyboardInterrupt:
+        result.error, result.error_verdict = "interrupted (Ctrl-C or SIGTERM); QEMU was stopped", "ERROR"
+        raise
+    finally:
+        report.write_results(result)
+        disk = out / "disk.img"
+        if disk.exists() and result.error is None and result.verdict == "PASS":
+            disk.unlink()  # up to disk_mb of swap; kept only when the run needs a look
+    return result
+
+
+# --- Matrices ------------------------------------------------------------------------------
+
+_MATRIX_KEYS = {"name", "description", "profiles", "kconfig", "rows"}
+_ROW_KEYS = {"revision", "scenarios", "cycles", "profiles", "expect"}
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A loaded matrix file: its ``name``, ``path``, ``description`` and expanded ``cells``."""
+
+    name: str
+    path: Path
+    description: str
+    cells: tuple[Cell, ...]
+
+
+def _revision_dirs(where: str, pattern: str) -> list[Path]:
+    if any(ch in pattern for ch in "*?["):
+        found = sorted(Path(p) for p in glob.glob(str(ROOT / "patches" / pattern)) if Path(p).is_dir())
+        if not found:
+            raise ConfigError(f"{where}: revision pattern {pattern!r} matches nothing under patches/")
+        return found
+    path = ROOT / "patches" / pattern
+    if not path.is_dir():
+        known = sorted(p.name for p in (ROOT / "patches").iterdir() if p.is_dir())
+        raise ConfigError(f"{where}: no revision {pattern!r} under patches/ (known: {', '.join(known)})")
+    return [path]
+
+
+def _is_bare(rev_dir: Path) -> bool:
+    """A revision directory with only an expect.yaml: the tree itself, no series."""
+    return not any(p.name != "expect.yaml" for p in rev_dir.iterdir())
+
+
+def load_matrix(path: Path, kconfig_override: tuple[str, ...] | None = None, jobs: int | None = None,
+                boot_timeout: float = 120.0) -> Matrix:
+    """Load a matrix file (``matrices/NAME.yaml``) and expand its rows into cells.
+
+    Each row names a ``revision`` (a directory under patches/, glob allowed:
+    ``defects/*``), its ``scenarios`` (names in scenarios/), optionally
+    ``cycles`` (overrides every uniform scenario's count), ``profiles`` and
+    ``expect`` (a file relative to the repository).  Raises ConfigError naming
+    file and row."""
+    data = load_yaml_mapping(path)
+    where = str(path)
+    check_keys(where, data, _MATRIX_KEYS, {"name", "rows"})
+    profiles = data.get("profiles") or ["virt-mmio"]
+    frags = kconfig_override or (tuple(data["kconfig"]) if data.get("kconfig") else None)
+    if not isinstance(data["rows"], list) or not data["rows"]:
+        raise ConfigError(f"{where}: rows: must be a non-empty list")
+    cells: list[Cell] = []
+    for n, row in enumerate(data["rows"]):
+        rw = f"{where}: rows[{n}]"
+        check_keys(rw, row, _ROW_KEYS, {"revision", "scenarios"})
+        if not isinstance(row["scenarios"], list) or not row["scenarios"]:
+            raise ConfigError(f"{rw}.scenarios: must be a non-empty list of scenario names")
+        scenarios = [find_scenario(str(s)) for s in row["scenarios"]]
+        if "cycles" in row:
+            if not isinstance(row["cycles"], int):
+                raise ConfigError(f"{rw}.cycles: must be an integer")
+            scenarios = [with_cycles(s, row["cycles"], f"{rw}: ") for s in scenarios]
+        for profile in row.get("profiles") or profiles:
+            try:
+                qemu.find_profile(ROOT / "qemu-profiles", profile)  # ConfigError now, not mid-run
+            except ConfigError as e:
+                raise ConfigError(f"{rw}: {e}") from None
+            for rev_dir in _revision_dirs(rw, str(row["revision"])):
+                name = rev_dir.relative_to(ROOT / "patches").as_posix()
+                spec = None if _is_bare(rev_dir) else str(rev_dir)
+                expect = (ROOT / row["expect"]) if row.get("expect") else expectations_file(spec)
+                if expect is None and spec is None:
+                    expect = rev_dir / "expect.yaml"
+                defect = rev_dir.name if (rev_dir / "defect.yaml").is_file() else None
+                req = Request(series=spec, kconfig=frags, jobs=jobs, profile=profile, boot_timeout=boot_timeout)
+                for s in scenarios:
+                    cells.append(Cell(name, req, s, expect, defect))
+    ids = [c.id for c in cells]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError(f"{where}: cells declared twice: {', '.join(dupes)}")
+    return Matrix(str(data["name"]), path, str(data.get("description") or "").strip(), tuple(cells))
+
+
+def find_matrix(name: str, **kw) -> Matrix:
+    """Load ``matrices/<name>.yaml`` (or a path to a matrix file)."""
+    path = Path(name) if name.endswith(".yaml") else ROOT / "matrices" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (ROOT / "matrices").glob("*.yaml"))
+        raise ConfigError(f"no matrix {name!r} (matrices/: {', '.join(known)})")
+    return load_matrix(path, **kw)
+
+
+@dataclass
+class MatrixResult:
+    """The cells' results in matrix order, and the directory they were written to."""
+
+    matrix: Matrix
+    out_dir: Path
+    cells: list[tuple[Cell, report.RunResult]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_matrix(mx: Matrix, out: Path, cache: Cache, say: Say,
+               on_cell: Callable[[Cell, report.RunResult], None] | None = None) -> MatrixResult:
+    """Run every cell of ``mx`` into ``out/<cell dir>``; write ``out/matrix.json`` after each cell."""
+    result = MatrixResult(mx, out)
+    start = time.monotonic()
+    try:
+        for k, cell in enumerate(mx.cells, 1):
+            say(f"[{k}/{len(mx.cells)}] {cell.id}")
+            cmd = reproducer(cell.request, [cell.scenario], str(cell.expect.relative_to(ROOT))
+                             if cell.expect and cell.expect.is_relative_to(ROOT) else None)
+            res = run_cell(cell.request, [cell.scenario], out / cell.dirname, cache,
+                           lambda m, k=k: say(f"[{k}/{len(mx.cells)}] {m}"), cell.expect, cmd, cell.defect)
+            result.cells.append((cell, res))
+            result.seconds = time.monotonic() - start
+            report.write_matrix(result)
+            if on_cell:
+                on_cell(cell, res)
+    finally:
+        result.seconds = time.monotonic() - start
+        report.write_matrix(result)
+    return result

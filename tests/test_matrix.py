@@ -1,0 +1,153 @@
+"""Scenario and matrix files: loading, validation errors that name file and key, expansion
+into cells, and how a run of a defect is judged (an undetected defect is a FAIL)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import FIXTURES, load_facts, load_record
+from harness import checks, dmesg, matrix, report
+from harness.errors import ConfigError
+from harness.matrix import ROOT
+
+DEFECTS = sorted(p.parent.name for p in (ROOT / "patches" / "defects").glob("*/defect.yaml"))
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_scenario_loads_and_is_named_after_its_file(path):
+    s = matrix.load_scenario(path)
+    assert s.name == path.stem and s.cycles >= 1 and s.description
+
+
+def test_uniform_scenario_repeats_one_step_and_its_count_can_change():
+    s = matrix.find_scenario("restore-noirq-fails")
+    assert s.cycles == 1 and s.steps[0].checks == ("noirq-failure-handled",)
+    assert s.steps[0].before == ("echo 1 > /sys/module/virtio_pm_probe/parameters/fail_restore_noirq",)
+    assert s.steps[0].expect["devices-work"] == "fail"
+    assert matrix.with_cycles(s, 4).cycles == 4
+
+
+def test_scenario_of_distinct_steps_keeps_its_count():
+    s = matrix.find_scenario("non-noirq-safe-transport")
+    assert [st.label for st in s.steps] == ["bound-to-pci", "unbound"]
+    assert s.steps[0].checks == ("freeze-refused",) and s.steps[1].expect == {}
+    with pytest.raises(ConfigError, match="has distinct steps"):
+        matrix.with_cycles(s, 5)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\nkind: sleep\n", "kind: 'sleep' is not one of rtc, pm_test, hibernate"),
+    ("name: x\nkind: rtc\ncycles: 0\n", "cycles: must be a positive integer"),
+    ("name: x\nkind: pm_test\npm_test_level: cpu\n", "pm_test_level: 'cpu' is not one of"),
+    ("name: x\nkind: rtc\nexpect: {noirq-order: fail}\n", "expect.noirq-order: unknown check"),
+    ("name: x\nkind: rtc\nexpect: {devices-work: maybe}\n", "expect.devices-work: 'maybe' is not pass, fail or any"),
+    ("name: x\nkind: rtc\nchecks: [freeze-accepted]\n", "checks: unknown scenario check"),
+    ("name: x\nkind: rtc\ncycles: 2\nsteps: [{label: a}]\n", "'steps' cannot be combined"),
+    ("name: x\nkind: rtc\nsteps: [{lable: a}]\n", "steps[0]: unknown key(s) lable"),
+    ("name: x\nkind: rtc\nwake: 3\n", "unknown key(s) wake"),
+])
+def test_scenario_errors_name_the_file_and_key(tmp_path, text, message):
+    path = write(tmp_path / "bad.yaml", text)
+    with pytest.raises(ConfigError) as err:
+        matrix.load_scenario(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_unknown_scenario_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="no scenario 'suspend-forever'.*s2idle-rtc"):
+        matrix.find_scenario("suspend-forever")
+
+
+def test_defects_matrix_has_every_defect_five_cycles_the_error_paths_and_fifty_clean_cycles():
+    mx = matrix.find_matrix("defects")
+    by_id = {c.id: c for c in mx.cells}
+    for d in DEFECTS:
+        cell = by_id[f"defects/{d}/virt-mmio/s2idle-rtc"]
+        assert cell.defect == d and cell.scenario.cycles == 5
+        assert cell.request.series == str(ROOT / "patches" / "defects" / d)
+        assert cell.expect == ROOT / "patches" / "defects" / d / "expect.yaml"
+    for s in ("restore-noirq-fails", "non-noirq-safe-transport", "pm-test-devices"):
+        assert by_id[f"v9-backport-6.12/virt-mmio/{s}"].defect is None
+    assert by_id["v9-backport-6.12/virt-mmio/s2idle-rtc"].scenario.cycles == 50
+
+
+def test_default_matrix_runs_the_bare_tree_with_the_baseline_expectations():
+    cells = {c.id: c for c in matrix.find_matrix("default").cells}
+    base = cells["baseline-6.12/virt-mmio/s2idle-rtc"]
+    assert base.request.series is None and base.expect == ROOT / "patches" / "baseline-6.12" / "expect.yaml"
+    assert cells["v9-backport-6.12/virt-mmio/hibernate-test-resume"].request.series == \
+        str(ROOT / "patches" / "v9-backport-6.12")
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("  - {revision: v7, scenarios: [s2idle-rtc]}\n", "rows[0]: no revision 'v7' under patches/"),
+    ("  - {revision: 'defects/zz*', scenarios: [s2idle-rtc]}\n", "rows[0]: revision pattern 'defects/zz*' matches nothing"),
+    ("  - {revision: v9-backport-6.12, scenarios: [non-noirq-safe-transport], cycles: 3}\n", "has distinct steps"),
+    ("  - {revision: v9-backport-6.12, scenarios: [s2idle-rtc], profiles: [virt-riscv]}\n", "virt-riscv"),
+    ("  - {revision: v9-backport-6.12, scenarios: [s2idle-rtc]}\n"
+     "  - {revision: v9-backport-6.12, scenarios: [s2idle-rtc]}\n",
+     "cells declared twice: v9-backport-6.12/virt-mmio/s2idle-rtc"),
+    ("  - {revision: v9-backport-6.12}\n", "rows[0]: missing key(s) scenarios"),
+])
+def test_matrix_errors_name_the_file_and_row(tmp_path, rows, message):
+    path = write(tmp_path / "m.yaml", "name: m\nrows:\n" + rows)
+    with pytest.raises(ConfigError) as err:
+        matrix.load_matrix(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_matrix_command_lists_cells_and_rejects_a_bad_file(tmp_path, capsys):
+    from harness import cli
+    assert cli.main(["matrix", "defects", "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == len(DEFECTS) + 4 and "(50 cycles)" in listed[-1]
+    assert cli.main(["matrix", str(write(tmp_path / "m.yaml", "name: m\nrows: []\n"))]) == 2
+    assert "rows: must be a non-empty list" in capsys.readouterr().err
+
+
+# --- judging a defect's run ----------------------------------------------------------------------
+
+TRACED = FIXTURES / "backport-traced"
+
+
+def _run(defect, expect_file, out):
+    """A RunResult over two real backport cycles, judged with ``expect_file``."""
+    expect = checks.load_expectations(expect_file)
+    run = report.RunResult(command="harness run ...", out_dir=out, profile="virt-mmio", defect=defect)
+    for stem in ("s2idle-rtc-1", "s2idle-rtc-2"):
+        rec = load_record(stem, TRACED)
+        tl = dmesg.parse(rec.dmesg)
+        run.cycles.append(report.CycleResult(rec, tl, tuple(checks.check_cycle(rec, load_facts(TRACED), tl, expect)),
+                                             f"{stem}.dmesg"))
+    return run
+
+
+def test_a_defect_that_goes_undetected_is_a_fail_naming_the_defect(tmp_path):
+    # the clean backport's cycles judged as if they were the sleep-in-noirq defect's:
+    # the check that should catch it passes, so the defect went undetected
+    run = _run("sleep-in-noirq", ROOT / "patches" / "defects" / "sleep-in-noirq" / "expect.yaml", tmp_path)
+    assert [c.verdict for c in run.cycles] == ["XPASS", "XPASS"]
+    assert run.verdict == "FAIL"
+    # (both captures are cycle #1 of their own one-cycle scenario run)
+    assert run.undetected == ["defect sleep-in-noirq went undetected in s2idle-rtc #1: no-sleep-in-noirq passed"] * 2
+    report.write_results(run)
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["verdict"] == "FAIL" and doc["defect"] == "sleep-in-noirq" and len(doc["undetected"]) == 2
+    assert doc["tally"]["failed_checks"] == 2 and doc["tally"]["per_check"]["no-sleep-in-noirq"] == {"XPASS": 2}
+
+
+def test_clean_cycles_are_counted_with_no_failed_check(tmp_path):
+    run = _run(None, ROOT / "patches" / "baseline-6.12" / "expect.yaml", tmp_path)
+    # the baseline's expectations on the backport: checks 1-4 pass where they should fail
+    assert run.tally()["failed_checks"] == 8 and run.verdict == "XPASS"
+    clean = report.RunResult(command="", out_dir=tmp_path, profile="virt-mmio")
+    clean.cycles = [report.CycleResult(c.record, c.timeline, tuple(checks.check_cycle(
+        c.record, load_facts(TRACED), c.timeline)), c.dmesg_file) for c in run.cycles]
+    assert clean.tally()["cycles"] == 2 and clean.tally()["failed_checks"] == 0 and clean.verdict == "PASS"
