@@ -449,19 +449,26 @@ ALL_CHECKS = ("state-write", "wake-source", "resume-phases", "no-kernel-warnings
               *SERIES_CHECKS, *SCENARIO_CHECKS)
 
 
+def parse_expect(where: str, value) -> dict[str, str]:
+    """Validate an ``expect`` mapping (check name -> ``pass``/``fail``/``any``; None is empty).
+
+    Raises :class:`ConfigError` naming ``where`` (file and key) and the bad check or value."""
+    value = value or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: must map check names to pass, fail or any")
+    for name, v in value.items():
+        if name not in ALL_CHECKS:
+            raise ConfigError(f"{where}.{name}: unknown check (known: {', '.join(ALL_CHECKS)})")
+        if v not in ("pass", "fail", "any"):
+            raise ConfigError(f"{where}.{name}: {v!r} is not pass, fail or any")
+    return dict(value)
+
+
 def load_expectations(path: Path) -> dict[str, str]:
-    """Load ``expect.yaml`` (``expect: {check: pass|fail}``, ``reason: text``).
+    """Load ``expect.yaml`` (``expect: {check: pass|fail|any}``, ``reason: text``).
 
     Raises :class:`ConfigError` naming the file and the unknown check or value.
     """
     data = load_yaml_mapping(path)
     check_keys(str(path), data, {"revision", "expect", "reason"}, {"expect"})
-    expect = data["expect"] or {}
-    if not isinstance(expect, dict):
-        raise ConfigError(f"{path}: key 'expect' must map check names to pass or fail")
-    for name, value in expect.items():
-        if name not in ALL_CHECKS:
-            raise ConfigError(f"{path}: expect.{name}: unknown check (known: {', '.join(ALL_CHECKS)})")
-        if value not in ("pass", "fail", "any"):
-            raise ConfigError(f"{path}: expect.{name}: {value!r} is not pass, fail or any")
-    return dict(expect)
+    return parse_expect(f"{path}: expect", data["expect"])

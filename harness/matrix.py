@@ -137,18 +137,6 @@ _SCENARIO_KEYS = {"name", "description", "kind", "cycles", "steps", "wake_second
 _STEP_KEYS = {"label", "before", "expect", "checks"}
 
 
-def _expect_map(where: str, value) -> dict[str, str]:
-    value = value or {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: must map check names to pass, fail or any")
-    for name, v in value.items():
-        if name not in checks.ALL_CHECKS:
-            raise ConfigError(f"{where}.{name}: unknown check (known: {', '.join(checks.ALL_CHECKS)})")
-        if v not in ("pass", "fail", "any"):
-            raise ConfigError(f"{where}.{name}: {v!r} is not pass, fail or any")
-    return dict(value)
-
-
 def _step(where: str, entry: dict) -> suspend.Step:
     before = entry.get("before") or []
     if not isinstance(before, list) or not all(isinstance(c, str) and "\n" not in c.strip() for c in before):
@@ -158,7 +146,7 @@ def _step(where: str, entry: dict) -> suspend.Step:
     if not isinstance(extra, list) or unknown:
         raise ConfigError(f"{where}.checks: unknown scenario check(s) {unknown} "
                           f"(known: {', '.join(checks.SCENARIO_CHECKS)})")
-    return suspend.Step(tuple(c.strip() for c in before), _expect_map(f"{where}.expect", entry.get("expect")),
+    return suspend.Step(tuple(c.strip() for c in before), checks.parse_expect(f"{where}: expect", entry.get("expect")),
                         tuple(extra), str(entry.get("label") or ""))
 
 
