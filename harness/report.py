@@ -327,6 +327,7 @@ def print_matrix(mr, console: Console | None = None) -> None:
             console.print(finding, style="bold red", markup=False)
         if run.error:
             console.print(f"{cell.id}: {run.error}", style="red", markup=False)
-    console.print(f"clean revisions: {doc['clean']['cycles']} cycles, {doc['clean']['failed_checks']} failed checks")
+    console.print(f"cells without an injected defect: {doc['clean']['cycles']} cycles, "
+                  f"{doc['clean']['failed_checks']} failed checks (false alarms)")
     console.print(f"results: {mr.out_dir / 'matrix.json'}")
     console.print(f"[bold]verdict: {doc['verdict']}[/]")

@@ -151,3 +151,32 @@ def test_clean_cycles_are_counted_with_no_failed_check(tmp_path):
     clean.cycles = [report.CycleResult(c.record, c.timeline, tuple(checks.check_cycle(
         c.record, load_facts(TRACED), c.timeline)), c.dmesg_file) for c in run.cycles]
     assert clean.tally()["cycles"] == 2 and clean.tally()["failed_checks"] == 0 and clean.verdict == "PASS"
+
+
+def test_matrix_report_counts_detections_per_cell_and_false_alarms_of_clean_cells(tmp_path):
+    from rich.console import Console
+    mx = matrix.find_matrix("defects")
+    by_id = {c.id: c for c in mx.cells}
+    caught = _run("sleep-in-noirq", ROOT / "patches" / "defects" / "sleep-in-noirq" / "expect.yaml", tmp_path)
+    # the defect's own capture: the expected check fails, so it is XFAIL
+    sleepy = FIXTURES / "defect-sleep-in-noirq"
+    expect = checks.load_expectations(ROOT / "patches" / "defects" / "sleep-in-noirq" / "expect.yaml")
+    caught.cycles = []
+    for stem in ("s2idle-rtc-1", "s2idle-rtc-2"):
+        rec = load_record(stem, sleepy)
+        tl = dmesg.parse(rec.dmesg)
+        caught.cycles.append(report.CycleResult(rec, tl, tuple(checks.check_cycle(rec, load_facts(sleepy), tl,
+                                                                                  expect)), f"{stem}.dmesg"))
+    clean = _run(None, ROOT / "patches" / "v9-backport-6.12" / "expect.yaml", tmp_path)
+    mr = matrix.MatrixResult(mx, tmp_path, [(by_id["defects/sleep-in-noirq/virt-mmio/s2idle-rtc"], caught),
+                                            (by_id["v9-backport-6.12/virt-mmio/s2idle-rtc"], clean)])
+    doc = report.matrix_to_json(mr)
+    assert [c["expected_failures"] for c in doc["cells"]] == [{"no-sleep-in-noirq": "2/2"}, {}]
+    assert doc["clean"] == {"cycles": 2, "failed_checks": 0}
+    assert doc["verdict"] == "ERROR"  # 2 of 9 declared cells ran
+    console = Console(record=True, width=200)
+    report.print_matrix(mr, console)
+    text = console.export_text()
+    assert "no-sleep-in-noirq 2/2" in text
+    assert "noirq trace line 21: cpu 0: virtio_mmio_restore_noirq > virtio_device_restore_noirq > __might_sleep" in text
+    assert "cells without an injected defect: 2 cycles, 0 failed checks" in text
