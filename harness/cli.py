@@ -1,4 +1,4 @@
-"""Command line: ``harness setup|series|apply|build|boot|run|matrix|parse``.
+"""Command line: ``harness setup|series|apply|build|boot|run|matrix|report|parse``.
 
 This module and ``matrix.py`` are the only ones that know the whole
 pipeline; every stage below is usable alone, as in kunit_tool.  Typed errors
@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for each guest shell (default: 120)")
     p.add_argument("--list", action="store_true", help="list the cells and exit")
 
+    p = sub.add_parser("report", help="re-render junit.xml, kcidb.json and report.html from a saved run directory")
+    p.add_argument("run_dir", type=Path, metavar="RESULTS_DIR", help="a harness run or matrix output directory")
+
     p = sub.add_parser("parse", help="parse a saved dmesg or console log into PM phases")
     p.add_argument("file", type=Path)
     p.add_argument("--json", action="store_true", help="print the stable JSON form")
@@ -179,7 +182,7 @@ def cmd_apply(args, cache: Cache) -> int:
     log = CommandLog(cache.root / "apply.log")
     if not args.series:
         raise UsageError("harness apply needs a series")
-    applied = matrix.applied_tree(_request(args), cache, log, _say)
+    applied, _ = matrix.applied_tree(_request(args), cache, log, _say)
     print(f"worktree: {applied.path}")
     print(f"base:     {applied.base}")
     for index, subject, sha in applied.patch_commits:
@@ -190,7 +193,7 @@ def cmd_apply(args, cache: Cache) -> int:
 
 def cmd_build(args, cache: Cache) -> int:
     log = CommandLog(cache.root / "build.log")
-    _, result, _ = matrix.build_kernel(_request(args), cache, log, _say, {})
+    _, _, result, _ = matrix.build_kernel(_request(args), cache, log, _say, {})
     print(f"Image: {result.image}")
     print(f"build: {result.out_dir} ({'cache hit' if result.cache_hit else f'{result.seconds:.1f} s'})")
     return 0
@@ -217,10 +220,18 @@ def cmd_run(args, cache: Cache) -> int:
     scenarios = _scenarios(args)
     expect_path = matrix.expectations_file(req.series, args.expect)
     defect = Path(req.series).name if req.series and (Path(req.series) / "defect.yaml").is_file() else None
+    revision = Path(req.series).name if req.series else "baseline"
+    cell = f"{revision}/{req.profile}/{'+'.join(s.name for s in scenarios)}"
     result = matrix.run_cell(req, scenarios, out.resolve(), cache, _say, expect_path,
-                             matrix.reproducer(req, scenarios, args.expect), defect)
+                             matrix.reproducer(req, scenarios, args.expect), defect, cell)
     report.print_summary(result)
+    _write_reports(out.resolve())
     return _exit_code(result.verdict, result.exit_code)
+
+
+def _write_reports(run_dir: Path) -> None:
+    for kind, path in report.write_reports(run_dir).items():
+        print(f"{kind}: {path}")
 
 
 def cmd_matrix(args, cache: Cache) -> int:
@@ -235,11 +246,17 @@ def cmd_matrix(args, cache: Cache) -> int:
     _say(f"matrix {mx.name}: {len(mx.cells)} cells into {out}")
     result = matrix.run_matrix(mx, out.resolve(), cache, _say)
     report.print_matrix(result)
+    _write_reports(out.resolve())
     worst = 0
     for _, run in result.cells:
         code = _exit_code(run.verdict, run.exit_code)
         worst = code if worst == 0 or code in (7,) else worst
     return worst
+
+
+def cmd_report(args, cache: Cache) -> int:
+    _write_reports(args.run_dir)
+    return 0
 
 
 def cmd_parse(args, cache: Cache) -> int:
@@ -271,7 +288,7 @@ def cmd_parse(args, cache: Cache) -> int:
 
 
 _COMMANDS = {"setup": cmd_setup, "series": cmd_series, "apply": cmd_apply, "build": cmd_build, "boot": cmd_boot,
-             "run": cmd_run, "matrix": cmd_matrix, "parse": cmd_parse}
+             "run": cmd_run, "matrix": cmd_matrix, "report": cmd_report, "parse": cmd_parse}
 
 
 def _raise_interrupt(signum, frame):

@@ -13,9 +13,11 @@ This module and ``cli.py`` are the only ones that know the whole pipeline.
 from __future__ import annotations
 
 import glob
+import hashlib
 import shlex
 import time
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -58,14 +60,17 @@ class GuestArtifacts:
     """What a guest needs: the tree and build it came from, the initramfs, the profile."""
 
     tree: tree.AppliedTree
+    series: series.Series | None
     build: build.BuildResult
     modules: tuple[modules.GuestModule, ...]
     initramfs: rootfs.Initramfs
     profile: qemu.QemuProfile
 
 
-def applied_tree(req: Request, cache: Cache, log: CommandLog, say: Say) -> tree.AppliedTree:
-    """The worktree to build: the tree at its base, with the series (or its first ``upto`` patches).
+def applied_tree(req: Request, cache: Cache, log: CommandLog,
+                 say: Say) -> tuple[tree.AppliedTree, series.Series | None]:
+    """The worktree to build: the tree at its base, with the series (or its first ``upto`` patches),
+    and the series itself (None without one).
 
     Raises SeriesError (3), ApplyError (4) or UsageError (2)."""
     kt = tree.resolve_tree(req.tree, cache, log)
@@ -84,33 +89,36 @@ def applied_tree(req: Request, cache: Cache, log: CommandLog, say: Say) -> tree.
     elif req.upto is not None:
         raise UsageError("--upto needs --series")
     return tree.apply_series(kt, base, patches, cache, log, rev.version if rev else None,
-                             rev.base_commit if rev else None)
+                             rev.base_commit if rev else None), rev
 
 
-def build_kernel(req: Request, cache: Cache, log: CommandLog, say: Say,
-                 timings: dict[str, float]) -> tuple[tree.AppliedTree, build.BuildResult, toolchain.Toolchain]:
-    """Apply and build; ``timings['build']`` gets the seconds.  Raises BuildError (5) and the above."""
+def build_kernel(req: Request, cache: Cache, log: CommandLog, say: Say, timings: dict[str, float]
+                 ) -> tuple[tree.AppliedTree, series.Series | None, build.BuildResult, toolchain.Toolchain]:
+    """Apply and build; ``timings['apply']``/``['build']`` get the seconds.  Raises BuildError (5)
+    and the above."""
     tc = toolchain.arm64(cache, req.jobs)
-    applied = applied_tree(req, cache, log, say)
+    start = time.monotonic()
+    applied, rev = applied_tree(req, cache, log, say)
+    timings["apply"] = time.monotonic() - start
     requests = kconfig.merge(kconfig.fragment_paths(ROOT / "kconfigs", req.kconfig or kconfig.DEFAULT_FRAGMENTS))
     say(f"build {applied.describe} ({applied.commit[:12]}) for {tc.arch} ...")
     start = time.monotonic()
     built = build.build(applied, requests, tc, log)
     timings["build"] = time.monotonic() - start
     say(f"build: {'cache hit' if built.cache_hit else f'{built.seconds:.1f} s'}, {built.image}")
-    return applied, built, tc
+    return applied, rev, built, tc
 
 
 def prepare_guest(req: Request, cache: Cache, log: CommandLog, say: Say,
                   timings: dict[str, float]) -> GuestArtifacts:
     """Build the kernel, the guest modules against it, and the initramfs; find the profile."""
-    kt, built, tc = build_kernel(req, cache, log, say, timings)
+    kt, rev, built, tc = build_kernel(req, cache, log, say, timings)
     mods = modules.build_modules(ROOT / "guest-rootfs" / "modules", kt.path, built, tc, log)
     sysroot = fetch.guest_sysroot(cache, log)
     initramfs = rootfs.build_initramfs(ROOT / "guest-rootfs", sysroot, kt.path, cache, log,
                                        tuple((m.ko, m.guest_path) for m in mods))
     profile = qemu.find_profile(ROOT / "qemu-profiles", req.profile)
-    return GuestArtifacts(kt, built, tuple(mods), initramfs, profile)
+    return GuestArtifacts(kt, rev, built, tuple(mods), initramfs, profile)
 
 
 def guest_argv(art: GuestArtifacts, out_dir: Path) -> list[str]:
@@ -251,8 +259,22 @@ def reproducer(req: Request, scenarios: list[suspend.Scenario], expect: str | No
     return shlex.join(argv)
 
 
+def series_record(rev: series.Series | None, applied: int) -> dict:
+    """What results.json says of the series: version, title, cover Message-ID, and per applied
+    patch its index, subject, Message-ID and the sha256 of the mail; ``patchset_hash`` is
+    KernelCI's (sha256 over the newline-terminated sha256 of each patch, "" without patches)."""
+    if rev is None:
+        return {"patchset_hash": "", "patches": []}
+    patches = [{"index": p.index, "subject": p.subject, "message_id": p.msgid,
+                "sha256": hashlib.sha256(p.raw).hexdigest()} for p in rev.patches[:applied]]
+    return {"version": rev.version, "title": rev.title, "total": rev.total,
+            "cover_message_id": rev.cover.msgid if rev.cover else None,
+            "patchset_hash": hashlib.sha256("".join(p["sha256"] + "\n" for p in patches).encode()).hexdigest()
+            if patches else "", "patches": patches}
+
+
 def run_cell(req: Request, scenarios: list[suspend.Scenario], out: Path, cache: Cache, say: Say,
-             expect_path: Path | None, command: str, defect: str | None = None) -> report.RunResult:
+             expect_path: Path | None, command: str, defect: str | None = None, cell: str = "") -> report.RunResult:
     """Build, boot one guest, run ``scenarios`` in order in it, check every cycle; return the result.
 
     Never raises a :class:`HarnessError`: it ends the result with ``error`` and its verdict
@@ -261,7 +283,8 @@ def run_cell(req: Request, scenarios: list[suspend.Scenario], out: Path, cache: 
     """
     out.mkdir(parents=True, exist_ok=True)
     log = CommandLog(out / "commands.log")
-    result = report.RunResult(command=command, out_dir=out, profile=req.profile, defect=defect)
+    result = report.RunResult(command=command, out_dir=out, profile=req.profile, defect=defect, cell=cell,
+                              started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     result.versions = {"harness": __version__, "qemu": toolchain.qemu_version()}
     try:
         base_expect = checks.load_expectations(expect_path) if expect_path else {}
@@ -272,7 +295,9 @@ def run_cell(req: Request, scenarios: list[suspend.Scenario], out: Path, cache: 
                        "version": art.tree.version, "embedded": art.tree.embedded,
                        "series_version": art.tree.series_version,
                        "patches": [{"index": i, "subject": s, "commit": c} for i, s, c in art.tree.patch_commits]}
+        result.series = series_record(art.series, len(art.tree.patch_commits))
         result.build = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(art.build).items()}
+        result.build["config"] = list(req.kconfig or kconfig.DEFAULT_FRAGMENTS)
         result.initramfs = {"path": str(art.initramfs.path), "sha256": art.initramfs.sha256}
         result.versions["gcc"] = art.build.gcc_version
         result.qemu_argv = guest_argv(art, out)
@@ -427,7 +452,7 @@ def run_matrix(mx: Matrix, out: Path, cache: Cache, say: Say,
             cmd = reproducer(cell.request, [cell.scenario], str(cell.expect.relative_to(ROOT))
                              if cell.expect and cell.expect.is_relative_to(ROOT) else None)
             res = run_cell(cell.request, [cell.scenario], out / cell.dirname, cache,
-                           lambda m, k=k: say(f"[{k}/{len(mx.cells)}] {m}"), cell.expect, cmd, cell.defect)
+                           lambda m, k=k: say(f"[{k}/{len(mx.cells)}] {m}"), cell.expect, cmd, cell.defect, cell.id)
             result.cells.append((cell, res))
             result.seconds = time.monotonic() - start
             report.write_matrix(result)

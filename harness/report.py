@@ -14,14 +14,16 @@ from email.utils import parseaddr
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import kcidb_io
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness import __version__
+from harness import __version__, junit, kcidb, timeline
 from harness.cache import atomic_write
 from harness.checks import BAD_VERDICTS, FAIL, XPASS, CheckResult, overall
 from harness.dmesg import PmTimeline, Transition
+from harness.errors import UsageError
 from harness.suspend import CycleRecord, GuestFacts
 
 
@@ -50,8 +52,11 @@ class RunResult:
     command: str
     out_dir: Path
     profile: str
+    cell: str = ""
+    started: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     tree: dict = field(default_factory=dict)
+    series: dict = field(default_factory=dict)
     build: dict = field(default_factory=dict)
     initramfs: dict = field(default_factory=dict)
     qemu_argv: list[str] = field(default_factory=list)
@@ -120,10 +125,13 @@ def to_json(run: RunResult) -> dict:
     return {
         "harness_version": __version__,
         "verdict": run.verdict,
+        "cell": run.cell,
+        "started": run.started,
         "command": run.command,
         "profile": run.profile,
         "versions": run.versions,
         "tree": run.tree,
+        "series": run.series,
         "build": run.build,
         "initramfs": run.initramfs,
         "qemu_argv": run.qemu_argv,
@@ -331,3 +339,49 @@ def print_matrix(mr, console: Console | None = None) -> None:
                   f"{doc['clean']['failed_checks']} failed checks (false alarms)")
     console.print(f"results: {mr.out_dir / 'matrix.json'}")
     console.print(f"[bold]verdict: {doc['verdict']}[/]")
+
+
+# --- Reports re-rendered from saved results ------------------------------------------------------
+
+def _with_defaults(doc: dict, cell: str) -> dict:
+    """Fields that results.json of older harness versions lacks, filled so reports render."""
+    for key, value in (("cell", cell), ("defect", None), ("started", ""), ("series", {}), ("error", None),
+                       ("versions", {}), ("tree", {}), ("build", {}), ("timings", {})):
+        if doc.get(key) is None:
+            doc[key] = value
+    return doc
+
+
+def load_results(run_dir: Path) -> list[tuple[Path, dict]]:
+    """The (cell directory, results.json document) pairs of a saved run: the cells of its
+    ``matrix.json`` in order, or the ``results.json`` of a ``harness run`` directory.
+
+    Raises :class:`~harness.errors.UsageError` naming the directory when it holds neither."""
+    try:
+        if (run_dir / "matrix.json").is_file():
+            doc = json.loads((run_dir / "matrix.json").read_text())
+            pairs = []
+            for cell in doc["cells"]:
+                path = run_dir / cell["results"]
+                pairs.append((path.parent, _with_defaults(json.loads(path.read_text()), cell["id"])))
+            return pairs
+        if (run_dir / "results.json").is_file():
+            return [(run_dir, _with_defaults(json.loads((run_dir / "results.json").read_text()), run_dir.name))]
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(f"{run_dir}: unreadable results ({e}); rerun the matrix or restore the files") from e
+    raise UsageError(f"{run_dir}: no matrix.json or results.json here (is it a harness run directory?)")
+
+
+def write_reports(run_dir: Path, title: str | None = None) -> dict[str, Path]:
+    """Render ``junit.xml``, ``kcidb.json`` (validated against KCIDB v5.0) and ``report.html``
+    into ``run_dir`` from its saved results; return their paths by kind.  Atomic writes."""
+    pairs = load_results(run_dir)
+    docs = [doc for _, doc in pairs]
+    kc = kcidb.render(docs)
+    kcidb_io.schema.V5_0.validate(kc)
+    return {
+        "junit": atomic_write(run_dir / "junit.xml", junit.render(docs)),
+        "kcidb": atomic_write(run_dir / "kcidb.json", json.dumps(kc, indent=2) + "\n"),
+        "html": atomic_write(run_dir / "report.html",
+                             timeline.render(pairs, title or f"virtio-pm-harness: {run_dir.name}")),
+    }
