@@ -18,9 +18,11 @@ PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages of the host toolchain (apt-get install; the guest's arm64
-# packages are only downloaded, by `harness setup`, into the harness cache).
+# packages are only downloaded, by `harness setup`, into the harness cache),
+# and headless chromium, in which the tests look at the HTML report.
 HOST_PACKAGES := gcc-aarch64-linux-gnu qemu-system-arm ccache bc bison flex cpio kmod \
-	libssl-dev libelf-dev git make gcc libc6-dev python3-venv ca-certificates
+	libssl-dev libelf-dev git make gcc libc6-dev python3-venv ca-certificates \
+	chromium fonts-dejavu-core
 
 .PHONY: setup host-packages venv test-arm64 test-defects check check-unit clean-results
 

@@ -70,11 +70,11 @@ def render(results: list[dict]) -> dict:
         cell = doc.get("cell") or "run"
         env = {"comment": f"QEMU {doc.get('versions', {}).get('qemu', '?')}, profile {doc.get('profile')}",
                "misc": {"cell": cell, "defect": doc.get("defect")}}
-        for cycle in doc.get("cycles", []):
+        for position, cycle in enumerate(doc.get("cycles", [])):
             base = f"pm.{_path_part(cycle['scenario'])}"
             for ch in cycle["checks"]:
                 tests.append({
-                    "id": _id("test", build_id, cell, str(cycle["index"]), ch["name"]),
+                    "id": _id("test", build_id, cell, doc.get("started") or "", str(position), ch["name"]),
                     "build_id": build_id, "origin": ORIGIN, "path": f"{base}.{_path_part(ch['name'])}",
                     "status": _STATUS.get(ch["verdict"], "ERROR"),
                     "comment": ch["summary"], "environment": env,
@@ -83,7 +83,7 @@ def render(results: list[dict]) -> dict:
                 })
         if doc.get("error"):
             kind = doc["error"].split(":")[0]
-            tests.append({"id": _id("test", build_id, cell, "run"), "build_id": build_id, "origin": ORIGIN,
+            tests.append({"id": _id("test", build_id, cell, doc.get("started") or "", "run"), "build_id": build_id, "origin": ORIGIN,
                           "path": "pm", "status": "MISS" if not doc.get("cycles") and kind not in
                           ("GuestHang", "GuestCrash") else _STATUS.get(doc.get("verdict"), "ERROR"),
                           "comment": doc["error"].split("\n")[0][:1000], "environment": env,

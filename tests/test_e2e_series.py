@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +104,47 @@ def test_apply_upto_k_applies_the_first_k_patches_of_the_backport_to_the_embedde
     worktree = lines[0].split(": ", 1)[1]
     virtio_h = (ROOT / worktree / "include" / "linux" / "virtio.h").read_text()
     assert "virtqueue_reinit_vring" in virtio_h and "restore_noirq" not in virtio_h
+
+
+# --- the HTML report, as a person sees it in a browser --------------------------------------------
+
+#: Colours of the report's stylesheet (harness/templates/report.html.j2, timeline.PHASE_COLOURS).
+PROVIDER_RGB, NOIRQ_RGB, NORMAL_RGB = (214, 39, 40), (200, 230, 255), (255, 241, 196)
+ARTIFACTS = ROOT / "results" / "test-artifacts"
+
+
+def screenshot(html, png):
+    """Headless Debian chromium, as the env notes say to start it here (no network, no sandbox as root)."""
+    png.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={png.parent / 'chromium-profile'}", "--window-size=1400,1000",
+                    f"--screenshot={png}", html.resolve().as_uri()], check=True, capture_output=True, timeout=120)
+    from PIL import Image
+    return Image.open(png).convert("RGB")
+
+
+def provider_bar_backgrounds(img):
+    """The band colour just above each provider bar (a solid red block at least 3x9 px)."""
+    px, (w, h) = img.load(), img.size
+    found = set()
+    for y in range(1, h - 9):
+        for x in range(w - 3):
+            if px[x, y] == PROVIDER_RGB and px[x + 2, y] == PROVIDER_RGB and px[x, y + 8] == PROVIDER_RGB \
+                    and px[x, y - 1] != PROVIDER_RGB:
+                found.add(px[x + 1, y - 1])
+    return found
+
+
+@pytest.mark.parametrize("revision", ["baseline", "backport"])
+def test_report_screenshot_shows_the_provider_in_the_noirq_band_only_with_the_series(
+        revision, baseline, backport):
+    proc, results = baseline if revision == "baseline" else backport
+    run_dir = Path(results["console_log"]).parent
+    assert (run_dir / "report.html").is_file(), proc.stdout[-2000:]
+    img = screenshot(run_dir / "report.html", ARTIFACTS / f"report-{revision}.png")
+    backgrounds = provider_bar_backgrounds(img)
+    if revision == "backport":
+        assert NOIRQ_RGB in backgrounds, backgrounds
+    else:
+        assert NOIRQ_RGB not in backgrounds and NORMAL_RGB in backgrounds, backgrounds

@@ -1,0 +1,154 @@
+"""Reports rendered from saved results (JUnit XML, KCIDB v5, the HTML timeline), built from
+real captured cycles written out the way a matrix run writes them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+
+import kcidb_io
+import pytest
+
+from conftest import FIXTURES, PROBE_BASELINE, load_facts, load_record
+from harness import checks, cli, dmesg, junit, kcidb, matrix, report, timeline
+from harness.errors import UsageError
+from harness.matrix import ROOT
+
+TRACED = FIXTURES / "backport-traced"
+SLEEPY = FIXTURES / "defect-sleep-in-noirq"
+
+
+def _cell_result(out, cell, capture, stems, expect_file, defect=None):
+    """A RunResult of real captured cycles, saved with its dmesg files as run_cell saves them."""
+    expect = checks.load_expectations(expect_file) if expect_file else {}
+    run = report.RunResult(command=f"harness run ... {cell.id}", out_dir=out / cell.dirname, profile="virt-mmio",
+                           cell=cell.id, started="2026-11-21T12:00:00+00:00", defect=defect)
+    run.tree = {"commit": "d68cc9f5f251" + "0" * 28, "base": "d68cc9f5f251" + "0" * 28, "embedded": True,
+                "describe": "debian/6.12.117-1_deb12u1"}
+    run.build = {"image": "/x/Image", "gcc_version": "aarch64-linux-gnu-gcc 12.2.0", "seconds": 40.0,
+                 "config": ["base-virt-arm64", "probe"]}
+    run.versions = {"kernel": "6.12.117+", "qemu": "7.2.22"}
+    (out / cell.dirname).mkdir(parents=True)
+    for i, stem in enumerate(stems, 1):
+        rec = load_record(stem, capture)
+        shutil.copy(capture / f"{stem}.dmesg", out / cell.dirname / f"{stem}.dmesg")
+        tl = dmesg.parse(rec.dmesg)
+        run.cycles.append(report.CycleResult(rec, tl, tuple(checks.check_cycle(rec, load_facts(capture), tl, expect)),
+                                             f"{stem}.dmesg"))
+    report.write_results(run)
+    return run
+
+
+@pytest.fixture
+def saved_run(tmp_path):
+    """A defects-matrix run of three cells: the sleep-in-noirq defect caught, the same defect
+    judged on clean cycles (undetected), and the baseline with its expected failures."""
+    cells = {c.id: c for c in matrix.find_matrix("defects").cells}
+    sleepy = cells["defects/sleep-in-noirq/virt-mmio/s2idle-rtc"]
+    clean = cells["v9-backport-6.12/virt-mmio/s2idle-rtc"]
+    base = matrix.find_matrix("default").cells[0]
+    expect_defect = ROOT / "patches" / "defects" / "sleep-in-noirq" / "expect.yaml"
+    runs = [
+        (sleepy, _cell_result(tmp_path, sleepy, SLEEPY, ["s2idle-rtc-1", "s2idle-rtc-2"], expect_defect,
+                              "sleep-in-noirq")),
+        (clean, _cell_result(tmp_path, clean, TRACED, ["s2idle-rtc-1"], expect_defect, "sleep-in-noirq")),
+        (base, _cell_result(tmp_path, base, PROBE_BASELINE, ["s2idle-rtc-1"], base.expect)),
+    ]
+    mr = matrix.MatrixResult(matrix.find_matrix("defects"), tmp_path, runs)
+    report.write_matrix(mr)
+    return tmp_path
+
+
+def test_junit_has_a_suite_per_cell_and_maps_verdicts(saved_run):
+    root = ET.fromstring(junit.render([d for _, d in report.load_results(saved_run)]))
+    suites = root.findall("testsuite")
+    assert [s.get("name") for s in suites] == ["defects/sleep-in-noirq/virt-mmio/s2idle-rtc",
+                                              "v9-backport-6.12/virt-mmio/s2idle-rtc",
+                                              "baseline-6.12/virt-mmio/s2idle-rtc"]
+    caught = {c.get("name"): c for c in suites[0].findall("testcase")}
+    xfail = caught["no-sleep-in-noirq [s2idle-rtc #1]"]
+    assert xfail.find("failure") is None and xfail.find("properties/property").get("value") == "XFAIL"
+    assert suites[0].get("failures") == "0" and suites[0].get("tests") == str(2 * len(checks.ALL_CHECKS) - 4)
+    missed = {c.get("name"): c for c in suites[1].findall("testcase")}["no-sleep-in-noirq [s2idle-rtc #1]"]
+    failure = missed.find("failure")
+    assert failure.get("type") == "XPASS" and "noirq callback(s) traced" in failure.get("message")
+    assert "virtio_mmio_freeze_noirq()" in failure.text  # the evidence lines
+    assert root.get("failures") == "1" and root.get("errors") == "0"
+    skipped = {c.get("name"): c for c in suites[2].findall("testcase")}["no-second-reinit [s2idle-rtc #1]"]
+    assert skipped.find("skipped") is not None
+
+
+def test_junit_reports_a_run_that_ended_early_as_an_error():
+    doc = {"cell": "v9/virt-mmio/s2idle-rtc", "verdict": "ERROR", "cycles": [],
+           "error": "BuildError: drivers/virtio/virtio.c:12: error: expected ';'\nmake: *** [...] Error 1"}
+    case = ET.fromstring(junit.render([doc])).find("testsuite/testcase")
+    assert case.get("name") == "run" and case.find("error").get("type") == "ERROR"
+    assert "make: ***" in case.find("error").text
+
+
+def test_kcidb_document_validates_against_the_v5_schema(saved_run):
+    doc = kcidb.render([d for _, d in report.load_results(saved_run)])
+    kcidb_io.schema.V5_0.validate(doc)
+    assert len(doc["checkouts"]) == 1 and doc["checkouts"][0]["patchset_hash"] == ""
+    assert len(doc["builds"]) == 1 and doc["builds"][0]["architecture"] == "arm64"
+    by_cell = {}
+    for t in doc["tests"]:
+        by_cell.setdefault(t["misc"]["cell"], {})[(t["misc"]["cycle"], t["path"])] = t
+    caught = by_cell["defects/sleep-in-noirq/virt-mmio/s2idle-rtc"][(1, "pm.s2idle_rtc.no_sleep_in_noirq")]
+    assert caught["status"] == "PASS" and caught["misc"]["verdict"] == "XFAIL"
+    assert "__might_sleep" in caught["log_excerpt"]
+    missed = by_cell["v9-backport-6.12/virt-mmio/s2idle-rtc"][(1, "pm.s2idle_rtc.no_sleep_in_noirq")]
+    assert missed["status"] == "FAIL" and missed["misc"]["verdict"] == "XPASS"
+    assert len({t["id"] for t in doc["tests"]}) == len(doc["tests"])
+
+
+def test_kcidb_patchset_hash_is_the_sha256_of_the_patch_hashes():
+    patches = [{"sha256": "a" * 64}, {"sha256": "b" * 64}]
+    import hashlib
+    want = hashlib.sha256(("a" * 64 + "\n" + "b" * 64 + "\n").encode()).hexdigest()
+    doc = kcidb.render([{"cell": "x/y/z", "series": {"patchset_hash": want, "patches": patches,
+                                                     "cover_message_id": "<20260516015756.20948-1-baver.bae@gmail.com>"},
+                         "tree": {"base": "d" * 40, "commit": "e" * 40}, "build": {}, "cycles": []}])
+    kcidb_io.schema.V5_0.validate(doc)
+    assert doc["checkouts"][0]["patchset_hash"] == want
+    assert doc["checkouts"][0]["message_id"] == "20260516015756.20948-1-baver.bae@gmail.com"
+
+
+def test_timeline_puts_the_provider_in_the_noirq_band_with_the_series_and_not_without():
+    with_series = timeline.build_timeline(load_record("s2idle-rtc-1", TRACED).dmesg, "backport", [])
+    provider = next(r for r in with_series.rows if r.role == "provider")
+    assert provider.label == "virtio-mmio a003e00.virtio_mmio"
+    assert provider.bars[0].phase == "resume_noirq" and provider.bars[0].callback == "virtio_mmio_restore_noirq"
+    assert [b.name for b in with_series.bands] == ["resume_noirq", "resume_early", "resume"]
+    noirq = with_series.bands[0]
+    assert noirq.start <= provider.bars[0].start < provider.bars[0].start + provider.bars[0].length <= noirq.end
+    rec = load_record("s2idle-rtc-1", PROBE_BASELINE)
+    failed = [{"name": "noirq-before-normal", "verdict": "XFAIL", "summary": "", "evidence": []}]
+    without = timeline.build_timeline(rec.dmesg, "baseline", failed)
+    provider = next(r for r in without.rows if r.role == "provider")
+    assert {b.phase for b in provider.bars} == {"resume"}
+    assert without.first_normal is not None and without.first_normal < provider.bars[0].start
+
+
+def test_html_report_is_self_contained_and_compares_revisions(saved_run):
+    paths = report.write_reports(saved_run)
+    html = paths["html"].read_text()
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html
+    assert "Side by side" in html and html.count('<g class="row provider"') >= 3
+    assert 'data-phase="resume_noirq"' in html and "first normal-phase callback" in html
+    assert json.loads(paths["kcidb"].read_text())["version"] == {"major": 5, "minor": 0}
+    assert ET.parse(paths["junit"]).getroot().tag == "testsuites"
+
+
+def test_report_command_rerenders_and_rejects_a_directory_without_results(saved_run, tmp_path, capsys):
+    for name in ("junit.xml", "kcidb.json", "report.html"):
+        (saved_run / name).unlink(missing_ok=True)
+    assert cli.main(["report", str(saved_run)]) == 0
+    assert all((saved_run / n).is_file() for n in ("junit.xml", "kcidb.json", "report.html"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["report", str(empty)]) == 2
+    assert "no matrix.json or results.json here" in capsys.readouterr().err
+    with pytest.raises(UsageError):
+        report.load_results(empty)
