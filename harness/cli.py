@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="name in matrices/ or path to a matrix YAML file (default: default)")
     p.add_argument("--out", metavar="DIR", help="results directory (default: $HARNESS_CACHE/runs/matrix-<name>-<time>)")
     p.add_argument("--kconfig", metavar="FRAGMENT", action="append", help="kconfig fragments for every cell")
-    p.add_argument("-j", "--jobs", type=int, help="make -j (default: number of CPUs)")
+    p.add_argument("-j", "--jobs", type=int, metavar="N",
+                   help="cells run at once, each with its own guest (default: number of CPUs); "
+                        "builds run one at a time with make -j<CPUs>")
     p.add_argument("--boot-timeout", type=float, default=120.0, metavar="SECONDS",
                    help="seconds to wait for each guest shell (default: 120)")
     p.add_argument("--list", action="store_true", help="list the cells and exit")
@@ -236,15 +238,17 @@ def _write_reports(run_dir: Path) -> None:
 
 def cmd_matrix(args, cache: Cache) -> int:
     mx = matrix.find_matrix(args.matrix, kconfig_override=tuple(args.kconfig) if args.kconfig else None,
-                            jobs=args.jobs, boot_timeout=args.boot_timeout)
+                            boot_timeout=args.boot_timeout)
     if args.list:
         for cell in mx.cells:
-            print(f"{cell.id}  ({cell.scenario.cycles} cycles{', defect ' + cell.defect if cell.defect else ''})")
+            print(f"{cell.id}  ({cell.scenario.cycles} cycles{', defect ' + cell.defect if cell.defect else ''})"
+                  + (f"  SKIP: {cell.skip}" if cell.skip else ""))
         return 0
     out = Path(args.out) if args.out else cache.root / "runs" / (
         f"matrix-{mx.name}-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     _say(f"matrix {mx.name}: {len(mx.cells)} cells into {out}")
-    result = matrix.run_matrix(mx, out.resolve(), cache, _say)
+    with report.MatrixProgress(mx.cells) as progress:
+        result = matrix.run_matrix(mx, out.resolve(), cache, _say, args.jobs, progress.stage)
     report.print_matrix(result)
     _write_reports(out.resolve())
     worst = 0

@@ -54,6 +54,8 @@ def render(results: list[dict]) -> str:
             for ch in cycle["checks"]:
                 cases.append((f"{ch['name']} [{where}]", ch["verdict"], ch["summary"], ch["evidence"],
                               cycle.get("seconds", 0.0) if ch["name"] == "state-write" else 0.0))
+        if doc.get("skipped"):
+            cases.append(("run", "SKIP", doc["skipped"], [], 0.0))
         if doc.get("error"):
             kind = doc["error"].split(":")[0]
             verdict = {"GuestHang": "HANG", "GuestCrash": "FAIL"}.get(kind, "ERROR")

@@ -59,7 +59,8 @@ def render(results: list[dict]) -> dict:
         config = ",".join(build.get("config") or [])
         build_id = _id("build", checkout_id, config, build.get("gcc_version") or "")
         entry = {"id": build_id, "checkout_id": checkout_id, "origin": ORIGIN, "architecture": "arm64",
-                 "config_name": config or "default", "status": "PASS" if build.get("image") else "FAIL"}
+                 "config_name": config or "default",
+                 "status": "PASS" if build.get("image") else "SKIP" if doc.get("skipped") else "FAIL"}
         if build.get("gcc_version"):
             entry["compiler"] = build["gcc_version"]
         if build.get("seconds") is not None:
@@ -81,6 +82,10 @@ def render(results: list[dict]) -> dict:
                     "log_excerpt": "\n".join(ch["evidence"])[:_LOG_MAX],
                     "misc": {"verdict": ch["verdict"], "cell": cell, "cycle": cycle["index"]},
                 })
+        if doc.get("skipped"):
+            tests.append({"id": _id("test", build_id, cell, doc.get("started") or "", "skip"), "build_id": build_id,
+                          "origin": ORIGIN, "path": "pm", "status": "SKIP", "comment": doc["skipped"][:1000],
+                          "environment": env, "misc": {"verdict": "SKIP", "cell": cell}})
         if doc.get("error"):
             kind = doc["error"].split(":")[0]
             tests.append({"id": _id("test", build_id, cell, doc.get("started") or "", "run"), "build_id": build_id, "origin": ORIGIN,

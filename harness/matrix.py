@@ -12,9 +12,14 @@ This module and ``cli.py`` are the only ones that know the whole pipeline.
 
 from __future__ import annotations
 
+import concurrent.futures
+import copy
+import functools
 import glob
 import hashlib
+import os
 import shlex
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -224,13 +229,15 @@ def with_cycles(scenario: suspend.Scenario, cycles: int, where: str = "") -> sus
 class Cell:
     """One (revision x profile x scenario): ``revision`` is its name under patches/
     (``baseline-6.12`` is the bare tree), ``request`` what to build and boot, ``expect``
-    the revision's expectations file, ``defect`` the injected defect's name if any."""
+    the revision's expectations file, ``defect`` the injected defect's name if any, and
+    ``skip`` the reason it cannot run here (reported as SKIP, never left out)."""
 
     revision: str
     request: Request
     scenario: suspend.Scenario
     expect: Path | None
     defect: str | None = None
+    skip: str | None = None
 
     @property
     def id(self) -> str:
@@ -273,14 +280,31 @@ def series_record(rev: series.Series | None, applied: int) -> dict:
             if patches else "", "patches": patches}
 
 
+@dataclass
+class CellHooks:
+    """How a cell run reports and is controlled from outside (the matrix runner).
+
+    ``stage(text)`` is told each stage (``build``, ``boot``, ``cycle 2/5``, ``PASS``);
+    ``artifacts(req, log, say, timings)`` builds or returns the shared guest artifacts;
+    ``sessions`` holds the running guests so an interrupt can stop them; ``stop`` is set
+    when the run was interrupted."""
+
+    stage: Callable[[str], None] = lambda text: None
+    artifacts: Callable[..., GuestArtifacts] | None = None
+    sessions: set = field(default_factory=set)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
 def run_cell(req: Request, scenarios: list[suspend.Scenario], out: Path, cache: Cache, say: Say,
-             expect_path: Path | None, command: str, defect: str | None = None, cell: str = "") -> report.RunResult:
+             expect_path: Path | None, command: str, defect: str | None = None, cell: str = "",
+             hooks: CellHooks | None = None) -> report.RunResult:
     """Build, boot one guest, run ``scenarios`` in order in it, check every cycle; return the result.
 
     Never raises a :class:`HarnessError`: it ends the result with ``error`` and its verdict
     (ERROR/HANG/FAIL).  ``results.json`` is written to ``out`` whatever happens.
     KeyboardInterrupt propagates after QEMU is stopped and results are written.
     """
+    hooks = hooks or CellHooks()
     out.mkdir(parents=True, exist_ok=True)
     log = CommandLog(out / "commands.log")
     result = report.RunResult(command=command, out_dir=out, profile=req.profile, defect=defect, cell=cell,
@@ -289,7 +313,9 @@ def run_cell(req: Request, scenarios: list[suspend.Scenario], out: Path, cache: 
     try:
         base_expect = checks.load_expectations(expect_path) if expect_path else {}
         result.expectations = {"file": str(expect_path) if expect_path else None, "expect": base_expect}
-        art = prepare_guest(req, cache, log, say, result.timings)
+        hooks.stage("build")
+        art = (hooks.artifacts or functools.partial(prepare_guest, cache=cache))(
+            req, log=log, say=say, timings=result.timings)
         result.tree = {"path": str(art.tree.source.path), "worktree": str(art.tree.path),
                        "commit": art.tree.commit, "base": art.tree.base, "describe": art.tree.describe,
                        "version": art.tree.version, "embedded": art.tree.embedded,
@@ -303,7 +329,9 @@ def run_cell(req: Request, scenarios: list[suspend.Scenario], out: Path, cache: 
         result.qemu_argv = guest_argv(art, out)
         result.console_log = str(out / "console.log")
         say(f"boot {art.profile.name}, console log {result.console_log}")
+        hooks.stage("boot")
         with GuestSession(result.qemu_argv, out / "console.log", log, boot_timeout=req.boot_timeout) as session:
+            hooks.sessions.add(session)
             result.timings["boot"] = session.boot_seconds or 0.0
             say(f"guest shell after {result.timings['boot']:.2f} s")
             facts = suspend.prepare(session)
@@ -313,6 +341,7 @@ def run_cell(req: Request, scenarios: list[suspend.Scenario], out: Path, cache: 
             for scenario in scenarios:
                 for i in range(1, scenario.cycles + 1):
                     step = scenario.steps[i - 1]
+                    hooks.stage(f"{scenario.name} {i}/{scenario.cycles}")
                     rec = suspend.run_cycle(session, scenario, i, facts)
                     dmesg_file = out / f"{scenario.name}-{i}.dmesg"
                     dmesg_file.write_text(rec.dmesg + "\n")
@@ -324,10 +353,15 @@ def run_cell(req: Request, scenarios: list[suspend.Scenario], out: Path, cache: 
                     say(f"{scenario.name} #{i}/{scenario.cycles}{' ' + step.label if step.label else ''}: "
                         f"{result.cycles[-1].verdict} ({rec.seconds:.2f} s)")
             result.timings["cycles"] = time.monotonic() - start
+            hooks.sessions.discard(session)
     except HarnessError as e:
-        result.error = f"{type(e).__name__}: {e}"
-        result.error_verdict = e.verdict
-        result.exit_code = e.exit_code
+        if hooks.stop.is_set():
+            result.error, result.error_verdict = "interrupted (Ctrl-C or SIGTERM); QEMU was stopped", "ERROR"
+            result.exit_code = 130
+        else:
+            result.error = f"{type(e).__name__}: {e}"
+            result.error_verdict = e.verdict
+            result.exit_code = e.exit_code
     except KeyboardInterrupt:
         result.error, result.error_verdict = "interrupted (Ctrl-C or SIGTERM); QEMU was stopped", "ERROR"
         raise
@@ -336,13 +370,14 @@ def run_cell(req: Request, scenarios: list[suspend.Scenario], out: Path, cache: 
         disk = out / "disk.img"
         if disk.exists() and result.error is None and result.verdict == "PASS":
             disk.unlink()  # up to disk_mb of swap; kept only when the run needs a look
+        hooks.stage(result.verdict)
     return result
 
 
 # --- Matrices ------------------------------------------------------------------------------
 
 _MATRIX_KEYS = {"name", "description", "profiles", "kconfig", "rows"}
-_ROW_KEYS = {"revision", "scenarios", "cycles", "profiles", "expect"}
+_ROW_KEYS = {"revision", "scenarios", "cycles", "profiles", "expect", "tree"}
 
 
 @dataclass(frozen=True)
@@ -373,15 +408,33 @@ def _is_bare(rev_dir: Path) -> bool:
     return not any(p.name != "expect.yaml" for p in rev_dir.iterdir())
 
 
+def _skip_reason(rev_dir: Path, tree_path: str | None) -> str | None:
+    """Why a manifest revision (``series.yaml``) cannot run here, or None.
+
+    A manifest names a lore series written against a mainline tree: it needs its mbox
+    (``mbox:`` or a b4 fetch, which needs lore) and a ``tree:`` to apply to."""
+    if not (rev_dir / "series.yaml").is_file():
+        return None
+    manifest = series.load_manifest(rev_dir / "series.yaml")
+    missing = []
+    if manifest.mbox is None or not manifest.mbox.is_file():
+        missing.append(f"no local mbox (set 'mbox:' in {manifest.path} to the file `b4 am "
+                       f"{manifest.message_id}` writes; lore is not reachable from here)")
+    if not tree_path:
+        missing.append("no 'tree:' in the row (the series applies to a 2026 mainline tree, not the embedded 6.12)")
+    return "; ".join(missing) or None
+
+
 def load_matrix(path: Path, kconfig_override: tuple[str, ...] | None = None, jobs: int | None = None,
                 boot_timeout: float = 120.0) -> Matrix:
     """Load a matrix file (``matrices/NAME.yaml``) and expand its rows into cells.
 
     Each row names a ``revision`` (a directory under patches/, glob allowed:
     ``defects/*``), its ``scenarios`` (names in scenarios/), optionally
-    ``cycles`` (overrides every uniform scenario's count), ``profiles`` and
-    ``expect`` (a file relative to the repository).  Raises ConfigError naming
-    file and row."""
+    ``cycles`` (overrides every uniform scenario's count), ``profiles``,
+    ``expect`` (a file relative to the repository) and ``tree`` (a kernel git
+    tree; default the embedded one).  A manifest revision without its mbox or a
+    tree becomes SKIP cells with the reason.  Raises ConfigError naming file and row."""
     data = load_yaml_mapping(path)
     where = str(path)
     check_keys(where, data, _MATRIX_KEYS, {"name", "rows"})
@@ -412,9 +465,12 @@ def load_matrix(path: Path, kconfig_override: tuple[str, ...] | None = None, job
                 if expect is None and spec is None:
                     expect = rev_dir / "expect.yaml"
                 defect = rev_dir.name if (rev_dir / "defect.yaml").is_file() else None
-                req = Request(series=spec, kconfig=frags, jobs=jobs, profile=profile, boot_timeout=boot_timeout)
+                tree_path = str(row["tree"]) if row.get("tree") else None
+                req = Request(series=spec, tree=tree_path, kconfig=frags, jobs=jobs, profile=profile,
+                              boot_timeout=boot_timeout)
+                skip = _skip_reason(rev_dir, tree_path)
                 for s in scenarios:
-                    cells.append(Cell(name, req, s, expect, defect))
+                    cells.append(Cell(name, req, s, expect, defect, skip))
     ids = [c.id for c in cells]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
@@ -431,6 +487,32 @@ def find_matrix(name: str, **kw) -> Matrix:
     return load_matrix(path, **kw)
 
 
+class SharedArtifacts:
+    """Guest artifacts per distinct :class:`Request`, built once and one build at a time: a
+    build already uses every core (``make -j``), and worktree creation takes git's locks.
+    A failed build is remembered, so every cell that needs it fails the same way at once."""
+
+    def __init__(self, cache: Cache):
+        self._cache = cache
+        self._lock = threading.Lock()
+        self._done: dict[Request, GuestArtifacts | HarnessError] = {}
+
+    def __call__(self, req: Request, log: CommandLog, say: Say, timings: dict[str, float]) -> GuestArtifacts:
+        key = replace(req, boot_timeout=0.0, profile="")
+        with self._lock:
+            if key not in self._done:
+                try:
+                    self._done[key] = prepare_guest(req, self._cache, log, say, timings)
+                except HarnessError as e:
+                    self._done[key] = e
+        got = self._done[key]
+        if isinstance(got, HarnessError):
+            raise copy.copy(got)
+        if got.profile.name != req.profile:
+            return replace(got, profile=qemu.find_profile(ROOT / "qemu-profiles", req.profile))
+        return got
+
+
 @dataclass
 class MatrixResult:
     """The cells' results in matrix order, and the directory they were written to."""
@@ -441,24 +523,63 @@ class MatrixResult:
     seconds: float = 0.0
 
 
-def run_matrix(mx: Matrix, out: Path, cache: Cache, say: Say,
-               on_cell: Callable[[Cell, report.RunResult], None] | None = None) -> MatrixResult:
-    """Run every cell of ``mx`` into ``out/<cell dir>``; write ``out/matrix.json`` after each cell."""
+def _skipped(cell: Cell, out: Path) -> report.RunResult:
+    res = report.RunResult(command="", out_dir=out / cell.dirname, profile=cell.request.profile, cell=cell.id,
+                           defect=cell.defect, skipped=cell.skip,
+                           started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    report.write_results(res)
+    return res
+
+
+def run_matrix(mx: Matrix, out: Path, cache: Cache, say: Say, jobs: int | None = None,
+               stage: Callable[[Cell, str], None] | None = None) -> MatrixResult:
+    """Run the cells of ``mx`` into ``out/<cell dir>``, up to ``jobs`` at once (default: the CPU
+    count), each with its own guest, disk image and console log; builds are shared
+    (:class:`SharedArtifacts`).  ``matrix.json`` is rewritten as cells finish, in matrix order.
+    ``stage(cell, text)`` hears every cell's stages.  On KeyboardInterrupt every running guest
+    is stopped, the finished cells are kept, and the interrupt propagates."""
     result = MatrixResult(mx, out)
     start = time.monotonic()
+    hooks_base = CellHooks(artifacts=SharedArtifacts(cache))
+    done: dict[int, tuple[Cell, report.RunResult]] = {}
+
+    def one(k: int, cell: Cell) -> report.RunResult:
+        tag = f"[{k + 1}/{len(mx.cells)}]"
+        if cell.skip:
+            say(f"{tag} {cell.id}: SKIP: {cell.skip}")
+            return _skipped(cell, out)
+        hooks = replace(hooks_base, stage=lambda text: stage(cell, text) if stage else None)
+        say(f"{tag} {cell.id}")
+        expect = str(cell.expect.relative_to(ROOT)) if cell.expect and cell.expect.is_relative_to(ROOT) else None
+        return run_cell(cell.request, [cell.scenario], out / cell.dirname, cache, lambda m: say(f"{tag} {m}"),
+                        cell.expect, reproducer(cell.request, [cell.scenario], expect), cell.defect, cell.id, hooks)
+
+    def record(k: int, res: report.RunResult) -> None:
+        done[k] = (mx.cells[k], res)
+        result.cells = [done[i] for i in sorted(done)]
+        result.seconds = time.monotonic() - start
+        report.write_matrix(result)
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs or os.cpu_count() or 1))
+    futures = {pool.submit(one, k, cell): k for k, cell in enumerate(mx.cells)}
     try:
-        for k, cell in enumerate(mx.cells, 1):
-            say(f"[{k}/{len(mx.cells)}] {cell.id}")
-            cmd = reproducer(cell.request, [cell.scenario], str(cell.expect.relative_to(ROOT))
-                             if cell.expect and cell.expect.is_relative_to(ROOT) else None)
-            res = run_cell(cell.request, [cell.scenario], out / cell.dirname, cache,
-                           lambda m, k=k: say(f"[{k}/{len(mx.cells)}] {m}"), cell.expect, cmd, cell.defect, cell.id)
-            result.cells.append((cell, res))
-            result.seconds = time.monotonic() - start
-            report.write_matrix(result)
-            if on_cell:
-                on_cell(cell, res)
+        pending = set(futures)
+        while pending:
+            finished, pending = concurrent.futures.wait(pending, timeout=0.5,
+                                                        return_when=concurrent.futures.FIRST_COMPLETED)
+            for f in finished:
+                record(futures[f], f.result())
+    except BaseException:
+        hooks_base.stop.set()
+        for session in list(hooks_base.sessions):
+            session.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for f, k in futures.items():
+            if f.done() and not f.cancelled() and f.exception() is None and k not in done:
+                record(k, f.result())
+        raise
     finally:
+        pool.shutdown(wait=True)
         result.seconds = time.monotonic() - start
         report.write_matrix(result)
     return result

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from email.utils import parseaddr
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import kcidb_io
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
@@ -69,6 +72,7 @@ class RunResult:
     exit_code: int | None = None
     expectations: dict = field(default_factory=dict)
     defect: str | None = None
+    skipped: str | None = None
 
     @property
     def undetected(self) -> list[str]:
@@ -80,7 +84,10 @@ class RunResult:
 
     @property
     def verdict(self) -> str:
-        """The run's verdict; a defect that went undetected in any cycle makes it FAIL."""
+        """The run's verdict; a defect that went undetected in any cycle makes it FAIL; a cell
+        that cannot run here is SKIP."""
+        if self.skipped:
+            return "SKIP"
         verdicts = [c.verdict for c in self.cycles]
         if self.error_verdict:
             verdicts.append(self.error_verdict)
@@ -140,6 +147,7 @@ def to_json(run: RunResult) -> dict:
         "console_log": run.console_log,
         "expectations": run.expectations,
         "defect": run.defect,
+        "skipped": run.skipped,
         "undetected": run.undetected,
         "tally": run.tally(),
         "error": run.error,
@@ -273,7 +281,7 @@ def matrix_to_json(mr) -> dict:
             "scenario": cell.scenario.name, "defect": cell.defect, "verdict": run.verdict,
             "cycle_verdicts": [c.verdict for c in run.cycles],
             "failed_checks": tally["failed_checks"], "expected_failures": _expected_failures(run),
-            "undetected": run.undetected, "error": run.error,
+            "undetected": run.undetected, "error": run.error, "skipped": run.skipped,
             "results": f"{cell.dirname}/results.json", "command": run.command,
         })
     verdicts = [c["verdict"] for c in cells]
@@ -385,3 +393,44 @@ def write_reports(run_dir: Path, title: str | None = None) -> dict[str, Path]:
         "html": atomic_write(run_dir / "report.html",
                              timeline.render(pairs, title or f"virtio-pm-harness: {run_dir.name}")),
     }
+
+
+class MatrixProgress:
+    """A live table of the cells of a matrix run: each cell's stage (build, boot,
+    ``s2idle-rtc 3/5``, its verdict) and seconds since it started.  On a terminal it redraws
+    in place (rich Live on stderr); elsewhere it stays silent and the progress lines are the
+    record.  Use as a context manager; :meth:`stage` is thread-safe."""
+
+    def __init__(self, cells, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+        self._rows = {c.id: ["waiting", None] for c in cells}
+        self._lock = threading.Lock()
+        self._live = Live(self._table(), console=self.console, refresh_per_second=2,
+                          get_renderable=self._table) if self.console.is_terminal else None
+
+    def _table(self) -> Table:
+        table = Table(title="cells", show_edge=False)
+        for col in ("cell", "stage", "seconds"):
+            table.add_column(col)
+        now = time.monotonic()
+        with self._lock:
+            for cid, (text, t0) in self._rows.items():
+                table.add_row(escape(cid), _styled(text) if text in _STYLE else escape(text),
+                              f"{now - t0:.0f}" if t0 is not None else "")
+        return table
+
+    def stage(self, cell, text: str) -> None:
+        with self._lock:
+            row = self._rows[cell.id]
+            row[0] = text
+            if row[1] is None:
+                row[1] = time.monotonic()
+
+    def __enter__(self) -> "MatrixProgress":
+        if self._live:
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live:
+            self._live.__exit__(*exc)

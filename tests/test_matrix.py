@@ -180,3 +180,61 @@ def test_matrix_report_counts_detections_per_cell_and_false_alarms_of_clean_cell
     assert "no-sleep-in-noirq 2/2" in text
     assert "noirq trace line 21: cpu 0: virtio_mmio_restore_noirq > virtio_device_restore_noirq > __might_sleep" in text
     assert "cells without an injected defect: 2 cycles, 0 failed checks" in text
+
+
+def test_lore_revisions_without_mbox_or_tree_are_skip_cells_with_the_reason():
+    cells = {c.id: c for c in matrix.find_matrix("default").cells}
+    for rev in ("v6", "v9"):
+        skip = cells[f"{rev}/virt-mmio/s2idle-rtc"].skip
+        assert "no local mbox" in skip and f"patches/{rev}/series.yaml" in skip and "no 'tree:'" in skip
+    assert cells["v9-backport-6.12/virt-gicv3/s2idle-rtc"].skip is None
+    assert "v9-backport-6.12/virt-gicv3/hibernate-test-resume" not in cells  # -cpu max hangs in hibernation
+
+
+def test_a_skipped_cell_is_reported_as_skip_in_every_format(tmp_path):
+    from harness import junit, kcidb
+    cell = {c.id: c for c in matrix.find_matrix("default").cells}["v9/virt-mmio/s2idle-rtc"]
+    res = matrix._skipped(cell, tmp_path)
+    assert res.verdict == "SKIP"
+    doc = json.loads((tmp_path / cell.dirname / "results.json").read_text())
+    assert doc["verdict"] == "SKIP" and doc["skipped"] == cell.skip
+    assert '<skipped message="no local mbox' in junit.render([doc])
+    import kcidb_io
+    kc = kcidb.render([doc])
+    kcidb_io.schema.V5_0.validate(kc)
+    assert [t["status"] for t in kc["tests"]] == ["SKIP"] and kc["builds"][0]["status"] == "SKIP"
+
+
+def test_shared_artifacts_build_each_request_once_and_one_build_at_a_time(monkeypatch):
+    import threading
+    import time as _time
+    from harness.errors import BuildError
+    calls, running, peak = [], [0], [0]
+
+    def fake_prepare(req, cache, log, say, timings):
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        _time.sleep(0.05)
+        running[0] -= 1
+        calls.append(req.series)
+        if req.series == "broken":
+            raise BuildError("drivers/virtio/virtio.c:1: error: boom")
+        return matrix.GuestArtifacts(None, None, None, (), None, type("P", (), {"name": req.profile})())
+
+    monkeypatch.setattr(matrix, "prepare_guest", fake_prepare)
+    shared = matrix.SharedArtifacts(cache=None)
+    errors, got = [], []
+
+    def cell(series, profile):
+        try:
+            got.append(shared(matrix.Request(series=series, profile=profile), None, print, {}))
+        except BuildError as e:
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=cell, args=(s, "virt-mmio")) for s in ("a", "b", "broken") * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(calls) == ["a", "b", "broken"] and peak[0] == 1
+    assert len(got) == 6 and errors == ["drivers/virtio/virtio.c:1: error: boom"] * 3
