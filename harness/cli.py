@@ -17,8 +17,9 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import __version__, dmesg, fetch, kconfig, matrix, report, series, suspend, toolchain, tree
-from harness.cache import Cache
+from harness import __version__, ci, dmesg, fetch, kconfig, matrix, report, series, suspend, toolchain, tree
+from harness.cache import Cache, atomic_write
+from harness.matrix import ROOT
 from harness.errors import HarnessError, UsageError
 from harness.guest import GuestSession
 from harness.proc import CommandLog
@@ -108,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--boot-timeout", type=float, default=120.0, metavar="SECONDS",
                    help="seconds to wait for each guest shell (default: 120)")
     p.add_argument("--list", action="store_true", help="list the cells and exit")
+    p.add_argument("--cell", action="append", metavar="PATTERN",
+                   help="run only the cells whose id (revision/profile/scenario) matches; glob, repeatable")
+
+    p = sub.add_parser("ci", help="CI workflow definitions from a matrix")
+    csub = p.add_subparsers(dest="ci_command", required=True)
+    p = csub.add_parser("generate", help="write a GitHub Actions workflow and a GitLab CI pipeline, one job per cell")
+    p.add_argument("matrix", nargs="?", default="default", help="name in matrices/ or path (default: default)")
+    p.add_argument("--out", type=Path, default=ROOT / "ci", help="directory to write into (default: ci/)")
 
     p = sub.add_parser("report", help="re-render junit.xml, kcidb.json and report.html from a saved run directory")
     p.add_argument("run_dir", type=Path, metavar="RESULTS_DIR", help="a harness run or matrix output directory")
@@ -239,6 +248,8 @@ def _write_reports(run_dir: Path) -> None:
 def cmd_matrix(args, cache: Cache) -> int:
     mx = matrix.find_matrix(args.matrix, kconfig_override=tuple(args.kconfig) if args.kconfig else None,
                             boot_timeout=args.boot_timeout)
+    if args.cell:
+        mx = matrix.select_cells(mx, args.cell)
     if args.list:
         for cell in mx.cells:
             print(f"{cell.id}  ({cell.scenario.cycles} cycles{', defect ' + cell.defect if cell.defect else ''})"
@@ -256,6 +267,13 @@ def cmd_matrix(args, cache: Cache) -> int:
         code = _exit_code(run.verdict, run.exit_code)
         worst = code if worst == 0 or code in (7,) else worst
     return worst
+
+
+def cmd_ci(args, cache: Cache) -> int:
+    mx = matrix.find_matrix(args.matrix)
+    for name, text in ci.render(mx).items():
+        print(atomic_write(args.out / name, text))
+    return 0
 
 
 def cmd_report(args, cache: Cache) -> int:
@@ -292,7 +310,7 @@ def cmd_parse(args, cache: Cache) -> int:
 
 
 _COMMANDS = {"setup": cmd_setup, "series": cmd_series, "apply": cmd_apply, "build": cmd_build, "boot": cmd_boot,
-             "run": cmd_run, "matrix": cmd_matrix, "report": cmd_report, "parse": cmd_parse}
+             "run": cmd_run, "matrix": cmd_matrix, "report": cmd_report, "ci": cmd_ci, "parse": cmd_parse}
 
 
 def _raise_interrupt(signum, frame):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
+import fnmatch
 import functools
 import glob
 import hashlib
@@ -511,6 +512,16 @@ class SharedArtifacts:
         if got.profile.name != req.profile:
             return replace(got, profile=qemu.find_profile(ROOT / "qemu-profiles", req.profile))
         return got
+
+
+def select_cells(mx: Matrix, patterns: list[str]) -> Matrix:
+    """``mx`` with only the cells whose id matches one of the glob ``patterns``.
+
+    Raises ConfigError naming a pattern that matches no cell."""
+    for pat in patterns:
+        if not any(fnmatch.fnmatchcase(c.id, pat) for c in mx.cells):
+            raise ConfigError(f"{mx.path}: --cell {pat!r} matches no cell (see harness matrix {mx.path.stem} --list)")
+    return replace(mx, cells=tuple(c for c in mx.cells if any(fnmatch.fnmatchcase(c.id, p) for p in patterns)))
 
 
 @dataclass
