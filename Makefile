@@ -19,10 +19,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # Debian packages of the host toolchain (apt-get install; the guest's arm64
 # packages are only downloaded, by `harness setup`, into the harness cache),
-# and headless chromium, in which the tests look at the HTML report.
+# headless chromium, in which the tests look at the HTML report, and LAVA's
+# schema and dispatcher, with which exported lab jobs are validated and run.
 HOST_PACKAGES := gcc-aarch64-linux-gnu qemu-system-arm ccache bc bison flex cpio kmod \
 	libssl-dev libelf-dev git make gcc libc6-dev python3-venv ca-certificates \
-	chromium fonts-dejavu-core
+	chromium fonts-dejavu-core lava-common lava-dispatcher
 
 .PHONY: setup host-packages venv test-arm64 test-defects check check-unit clean-results
 

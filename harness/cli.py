@@ -17,7 +17,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import __version__, ci, dmesg, fetch, kconfig, matrix, report, series, suspend, toolchain, tree
+from harness import (__version__, ci, dmesg, fetch, kconfig, lava, matrix, qemu, report, series, suspend,
+                     toolchain, tree)
 from harness.cache import Cache, atomic_write
 from harness.matrix import ROOT
 from harness.errors import HarnessError, UsageError
@@ -117,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = csub.add_parser("generate", help="write a GitHub Actions workflow and a GitLab CI pipeline, one job per cell")
     p.add_argument("matrix", nargs="?", default="default", help="name in matrices/ or path (default: default)")
     p.add_argument("--out", type=Path, default=ROOT / "ci", help="directory to write into (default: ci/)")
+
+    p = sub.add_parser("lava", help="LAVA job definitions for a distributed lab")
+    lsub = p.add_subparsers(dest="lava_command", required=True)
+    p = lsub.add_parser("export", help="build each cell's kernel and initramfs, write one LAVA job per cell "
+                                       "and a qemu device dictionary per profile, validated with lava-common")
+    p.add_argument("matrix", nargs="?", default="default", help="name in matrices/ or path (default: default)")
+    p.add_argument("--cell", action="append", metavar="PATTERN", help="only the cells whose id matches (glob)")
+    p.add_argument("--out", type=Path, required=True, help="directory for jobs, device dictionaries and disk images")
 
     p = sub.add_parser("report", help="re-render junit.xml, kcidb.json and report.html from a saved run directory")
     p.add_argument("run_dir", type=Path, metavar="RESULTS_DIR", help="a harness run or matrix output directory")
@@ -276,6 +285,30 @@ def cmd_ci(args, cache: Cache) -> int:
     return 0
 
 
+def cmd_lava(args, cache: Cache) -> int:
+    mx = matrix.find_matrix(args.matrix)
+    if args.cell:
+        mx = matrix.select_cells(mx, args.cell)
+    out = args.out.resolve()
+    log = CommandLog(out / "commands.log")
+    shared = matrix.SharedArtifacts(cache)
+    jobs = []
+    for cell in mx.cells:
+        if cell.skip or cell.scenario.kind == "hibernate":
+            print(f"skip {cell.id}: {cell.skip or 'hibernation is not exported (swap set-up)'}")
+            continue
+        art = shared(cell.request, log, _say, {})
+        device = lava.dump(out / f"device-{art.profile.name}.yaml", lava.device_dictionary(art.profile))
+        disk = qemu.make_disk(out / cell.dirname / "disk.img", art.profile.disk_mb)
+        jobs.append(lava.dump(out / cell.dirname / "job.yaml", lava.job(
+            cell.id, cell.scenario, art.profile, art.build.image, art.initramfs.path, disk)))
+        print(f"{jobs[-1]}  (device {device.name})")
+    lava.validate(jobs)
+    print(f"{len(jobs)} job(s) pass LAVA's schema; run one with: lava-run --job-id 1 --output-dir DIR "
+          f"--device {out}/device-PROFILE.yaml JOB")
+    return 0
+
+
 def cmd_report(args, cache: Cache) -> int:
     _write_reports(args.run_dir)
     return 0
@@ -310,7 +343,7 @@ def cmd_parse(args, cache: Cache) -> int:
 
 
 _COMMANDS = {"setup": cmd_setup, "series": cmd_series, "apply": cmd_apply, "build": cmd_build, "boot": cmd_boot,
-             "run": cmd_run, "matrix": cmd_matrix, "report": cmd_report, "ci": cmd_ci, "parse": cmd_parse}
+             "run": cmd_run, "matrix": cmd_matrix, "report": cmd_report, "ci": cmd_ci, "lava": cmd_lava, "parse": cmd_parse}
 
 
 def _raise_interrupt(signum, frame):

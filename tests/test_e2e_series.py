@@ -148,3 +148,29 @@ def test_report_screenshot_shows_the_provider_in_the_noirq_band_only_with_the_se
         assert NOIRQ_RGB in backgrounds, backgrounds
     else:
         assert NOIRQ_RGB not in backgrounds and NORMAL_RGB in backgrounds, backgrounds
+
+
+# --- the same cells as LAVA jobs, run by LAVA's own dispatcher --------------------------------------
+
+def test_exported_lava_jobs_run_under_lava_run_to_the_expected_verdicts(tmp_path):
+    from harness import lava
+    cells = ["baseline-6.12/virt-mmio/s2idle-rtc", "v9-backport-6.12/virt-mmio/s2idle-rtc"]
+    proc = subprocess.run([sys.executable, "-m", "harness", "lava", "export", "--out", str(tmp_path),
+                           *[a for c in cells for a in ("--cell", c)]], cwd=ROOT, capture_output=True, text=True,
+                          timeout=3000)
+    assert proc.returncode == 0 and "2 job(s) pass LAVA's schema" in proc.stdout, proc.stdout + proc.stderr
+    verdicts = {}
+    for n, cell in enumerate(cells, 1):
+        d = cell.replace("/", "__")
+        run = subprocess.run(["lava-run", "--job-id", str(n), "--output-dir", str(tmp_path / f"run-{n}"),
+                              "--device", str(tmp_path / "device-virt-mmio.yaml"), str(tmp_path / d / "job.yaml")],
+                             capture_output=True, text=True, timeout=900)
+        (tmp_path / f"lava-run-{n}.log").write_text(run.stdout + run.stderr)
+        verdicts[cell] = lava.results(run.stdout + run.stderr)
+        assert verdicts[cell].get("job") == "pass", (cell, verdicts[cell], run.stdout[-3000:])
+    for i in (1, 2, 3):
+        assert verdicts[cells[0]][f"s2idle-rtc-{i}-state-write"] == "pass"
+        assert verdicts[cells[0]][f"s2idle-rtc-{i}-consumer-ready"] == "fail"  # what the series fixes
+        assert verdicts[cells[1]][f"s2idle-rtc-{i}-consumer-ready"] == "pass"
+    # the job's serial log carries the PM core's lines, which harness parse reads
+    assert "virtio_mmio_restore_noirq returned 0" in (tmp_path / "lava-run-2.log").read_text()
