@@ -285,8 +285,13 @@ def matrix_to_json(mr) -> dict:
             "results": f"{cell.dirname}/results.json", "command": run.command,
         })
     verdicts = [c["verdict"] for c in cells]
+    versions: dict[str, set] = {}
+    for _, run in mr.cells:
+        for key, value in run.versions.items():
+            versions.setdefault(key, set()).add(value)
     return {
         "harness_version": __version__,
+        "versions": {k: sorted(v) for k, v in versions.items()},
         "matrix": mr.matrix.name,
         "file": str(mr.matrix.path),
         "verdict": overall(verdicts) if len(cells) == len(mr.matrix.cells) and cells else

@@ -152,3 +152,20 @@ def test_report_command_rerenders_and_rejects_a_directory_without_results(saved_
     assert "no matrix.json or results.json here" in capsys.readouterr().err
     with pytest.raises(UsageError):
         report.load_results(empty)
+
+
+def test_junit_file_reads_back_in_a_junit_consumer(saved_run):
+    from junitparser import JUnitXml
+    report.write_reports(saved_run)
+    xml = JUnitXml.fromfile(str(saved_run / "junit.xml"))
+    suites = list(xml)
+    assert len(suites) == 3
+    kinds = {}
+    for suite in suites:
+        for case in suite:
+            for r in case.result:
+                kinds.setdefault(type(r).__name__, set()).add(case.name.split(" ")[0])
+    assert kinds["Failure"] == {"no-sleep-in-noirq"}      # the undetected defect (XPASS)
+    assert "no-second-reinit" in kinds["Skipped"]          # SKIP on the baseline
+    assert "Error" not in kinds
+    assert suites[1].failures == 1 and suites[0].failures == 0
