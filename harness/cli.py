@@ -25,7 +25,10 @@ from harness.errors import HarnessError, UsageError
 from harness.guest import GuestSession
 from harness.proc import CommandLog
 
-_VERDICT_EXIT = {"PASS": 0, "FAIL": 1, "XPASS": 1, "ERROR": 1, "HANG": 7}
+_VERDICT_EXIT = {"PASS": 0, "SKIP": 0, "FAIL": 1, "XPASS": 1, "ERROR": 1, "HANG": 7}
+#: Which exit status a matrix reports when its cells ended differently: an interrupt, then a
+#: hang, then errors of the inputs (usage, series, apply, build, boot), then a failed check.
+_MATRIX_EXIT_ORDER = (130, 7, 2, 3, 4, 5, 6, 1)
 
 
 def _add_series_options(p: argparse.ArgumentParser, positional: bool = False) -> None:
@@ -271,11 +274,12 @@ def cmd_matrix(args, cache: Cache) -> int:
         result = matrix.run_matrix(mx, out.resolve(), cache, _say, args.jobs, progress.stage)
     report.print_matrix(result)
     _write_reports(out.resolve())
-    worst = 0
-    for _, run in result.cells:
-        code = _exit_code(run.verdict, run.exit_code)
-        worst = code if worst == 0 or code in (7,) else worst
-    return worst
+    return matrix_exit([_exit_code(run.verdict, run.exit_code) for _, run in result.cells])
+
+
+def matrix_exit(codes: list[int]) -> int:
+    """The exit status of a matrix run from its cells' exit statuses (see _MATRIX_EXIT_ORDER)."""
+    return next((c for c in _MATRIX_EXIT_ORDER if c in codes), 0)
 
 
 def cmd_ci(args, cache: Cache) -> int:

@@ -238,3 +238,14 @@ def test_shared_artifacts_build_each_request_once_and_one_build_at_a_time(monkey
         t.join()
     assert sorted(calls) == ["a", "b", "broken"] and peak[0] == 1
     assert len(got) == 6 and errors == ["drivers/virtio/virtio.c:1: error: boom"] * 3
+
+
+@pytest.mark.parametrize("codes, want", [([0, 0], 0), ([0, 1, 0], 1), ([1, 5], 5), ([5, 7, 1], 7), ([], 0)])
+def test_matrix_exit_status_puts_hangs_before_input_errors_before_failed_checks(codes, want):
+    from harness import cli
+    assert cli.matrix_exit(codes) == want
+
+
+def test_skip_cells_exit_zero():
+    from harness import cli
+    assert cli._exit_code("SKIP", None) == 0

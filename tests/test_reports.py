@@ -169,3 +169,15 @@ def test_junit_file_reads_back_in_a_junit_consumer(saved_run):
     assert "no-second-reinit" in kinds["Skipped"]          # SKIP on the baseline
     assert "Error" not in kinds
     assert suites[1].failures == 1 and suites[0].failures == 0
+
+
+def test_progress_table_shows_each_cells_stage_on_a_terminal():
+    from rich.console import Console
+    cells = matrix.find_matrix("defects").cells[:2]
+    console = Console(force_terminal=True, record=True, width=160)
+    with report.MatrixProgress(cells, console) as progress:
+        progress.stage(cells[0], "s2idle-rtc 3/5")
+        progress.stage(cells[1], "FAIL")
+        console.print(progress._table())
+    text = console.export_text()
+    assert "defects/double-reinit/virt-mmio/s2idle-rtc" in text and "s2idle-rtc 3/5" in text and "FAIL" in text
