@@ -271,7 +271,7 @@ def cmd_matrix(args, cache: Cache) -> int:
         f"matrix-{mx.name}-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     _say(f"matrix {mx.name}: {len(mx.cells)} cells into {out}")
     with report.MatrixProgress(mx.cells) as progress:
-        result = matrix.run_matrix(mx, out.resolve(), cache, _say, args.jobs, progress.stage)
+        result = matrix.run_matrix(mx, out.resolve(), cache, progress.say, args.jobs, progress.stage)
     report.print_matrix(result)
     _write_reports(out.resolve())
     return matrix_exit([_exit_code(run.verdict, run.exit_code) for _, run in result.cells])

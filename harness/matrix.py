@@ -491,7 +491,8 @@ def find_matrix(name: str, **kw) -> Matrix:
 class SharedArtifacts:
     """Guest artifacts per distinct :class:`Request`, built once and one build at a time: a
     build already uses every core (``make -j``), and worktree creation takes git's locks.
-    A failed build is remembered, so every cell that needs it fails the same way at once."""
+    A failed build is remembered, so every cell that needs it fails the same way at once.
+    A cell that reuses a build records ``apply`` 0 and ``build`` as the seconds it waited."""
 
     def __init__(self, cache: Cache):
         self._cache = cache
@@ -500,12 +501,16 @@ class SharedArtifacts:
 
     def __call__(self, req: Request, log: CommandLog, say: Say, timings: dict[str, float]) -> GuestArtifacts:
         key = replace(req, boot_timeout=0.0, profile="")
+        start = time.monotonic()
         with self._lock:
             if key not in self._done:
                 try:
                     self._done[key] = prepare_guest(req, self._cache, log, say, timings)
                 except HarnessError as e:
                     self._done[key] = e
+            else:  # built for an earlier cell: this one only waited for it
+                say("build: shared with an earlier cell")
+                timings.update(apply=0.0, build=time.monotonic() - start)
         got = self._done[key]
         if isinstance(got, HarnessError):
             raise copy.copy(got)

@@ -424,6 +424,13 @@ class MatrixProgress:
                               f"{now - t0:.0f}" if t0 is not None else "")
         return table
 
+    def say(self, message: str) -> None:
+        """A progress line: printed above the live table on a terminal, to stderr otherwise."""
+        if self._live:
+            self.console.print(f"harness: {message}", markup=False, highlight=False)
+        else:
+            print(f"harness: {message}", file=sys.stderr, flush=True)
+
     def stage(self, cell, text: str) -> None:
         with self._lock:
             row = self._rows[cell.id]
