@@ -17,8 +17,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import (__version__, ci, dmesg, fetch, kconfig, lava, matrix, qemu, report, series, suspend,
-                     toolchain, tree)
+from harness import (__version__, ci, dmesg, fetch, kconfig, lava, matrix, qemu, report, scenarios, series,
+                     suspend, toolchain, tree)
 from harness.cache import Cache, atomic_write
 from harness.matrix import ROOT
 from harness.errors import HarnessError, UsageError
@@ -156,11 +156,11 @@ def _request(args) -> matrix.Request:
 def _parse_scenario(spec: str) -> suspend.Scenario:
     """``NAME`` or ``NAME:CYCLES``."""
     name, _, count = spec.partition(":")
-    scenario = matrix.find_scenario(name)
+    scenario = scenarios.find_scenario(name)
     if count:
         if not count.isdigit():
             raise UsageError(f"--scenario {spec}: the cycle count after ':' must be a number")
-        scenario = matrix.with_cycles(scenario, int(count), f"--scenario {spec}: ")
+        scenario = scenarios.with_cycles(scenario, int(count), f"--scenario {spec}: ")
     return scenario
 
 
@@ -175,7 +175,7 @@ def _scenarios(args) -> list[suspend.Scenario]:
         if n < 0:
             raise UsageError(f"cycle count for {name} must be >= 0, got {n}")
         if n > 0:
-            s = matrix.with_cycles(matrix.find_scenario(name), n)
+            s = scenarios.with_cycles(scenarios.find_scenario(name), n)
             out.append(replace(s, wake_seconds=args.wake_seconds, timeout=args.cycle_timeout))
     return out
 

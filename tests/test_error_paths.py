@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import FIXTURES, load_facts, load_record
-from harness import checks, dmesg, ftrace, matrix
+from harness import checks, dmesg, ftrace, scenarios
 
 TRACED = FIXTURES / "backport-traced"
 SLEEPY = FIXTURES / "defect-sleep-in-noirq"
@@ -19,7 +19,7 @@ PCI = FIXTURES / "errpath-non-noirq-safe-transport"
 def judged(capture, stem, scenario=None, index=1):
     """Checks of a captured cycle, with the scenario step's expectations and extra checks."""
     rec = load_record(stem, capture)
-    step = matrix.find_scenario(scenario).steps[index - 1] if scenario else None
+    step = scenarios.find_scenario(scenario).steps[index - 1] if scenario else None
     got = checks.check_cycle(rec, load_facts(capture), dmesg.parse(rec.dmesg),
                              step.expect if step else {}, step.checks if step else ())
     return {c.name: c for c in got}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import lava, matrix, qemu
+from harness import lava, matrix, qemu, scenarios
 from harness.errors import ConfigError
 from harness.matrix import ROOT
 
@@ -23,7 +23,7 @@ def test_profile_splits_into_options_command_line_and_disk():
 
 
 def test_job_runs_each_cycle_and_asks_whether_the_consumer_found_the_provider(tmp_path):
-    s = matrix.find_scenario("s2idle-rtc")
+    s = scenarios.find_scenario("s2idle-rtc")
     job = lava.job("v9-backport-6.12/virt-mmio/s2idle-rtc", s, PROFILE, Path("/k/Image"), Path("/k/initrd"),
                    Path("/k/disk.img"))
     deploy, boot, test = (next(iter(a.values())) for a in job["actions"])
@@ -41,7 +41,7 @@ def test_job_runs_each_cycle_and_asks_whether_the_consumer_found_the_provider(tm
 
 def test_hibernation_is_not_exported():
     with pytest.raises(ConfigError, match="hibernate cycles are not exported"):
-        lava.job("x", matrix.find_scenario("hibernate-test-resume"), PROFILE, Path("/k"), Path("/i"), Path("/d"))
+        lava.job("x", scenarios.find_scenario("hibernate-test-resume"), PROFILE, Path("/k"), Path("/i"), Path("/d"))
 
 
 @pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "qemu-profiles").glob("*.yaml")))
@@ -58,7 +58,7 @@ def test_every_job_of_the_default_matrix_passes_lavas_schema(profile, tmp_path):
 
 
 def test_a_job_that_breaks_the_schema_is_refused_naming_file_and_key(tmp_path):
-    job = lava.job("x", matrix.find_scenario("s2idle-rtc"), PROFILE, tmp_path / "I", tmp_path / "r", tmp_path / "d")
+    job = lava.job("x", scenarios.find_scenario("s2idle-rtc"), PROFILE, tmp_path / "I", tmp_path / "r", tmp_path / "d")
     job["actions"][1]["boot"]["method"] = "qemu-typo"
     path = lava.dump(tmp_path / "job.yaml", job)
     with pytest.raises(ConfigError, match=f"{path}: unknown action type .*qemu_typo"):

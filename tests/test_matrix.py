@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import FIXTURES, load_facts, load_record
-from harness import checks, dmesg, matrix, report
+from harness import checks, dmesg, matrix, report, scenarios
 from harness.errors import ConfigError
 from harness.matrix import ROOT
 
@@ -22,24 +22,24 @@ def write(path, text):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_scenario_loads_and_is_named_after_its_file(path):
-    s = matrix.load_scenario(path)
+    s = scenarios.load_scenario(path)
     assert s.name == path.stem and s.cycles >= 1 and s.description
 
 
 def test_uniform_scenario_repeats_one_step_and_its_count_can_change():
-    s = matrix.find_scenario("restore-noirq-fails")
+    s = scenarios.find_scenario("restore-noirq-fails")
     assert s.cycles == 1 and s.steps[0].checks == ("noirq-failure-handled",)
     assert s.steps[0].before == ("echo 1 > /sys/module/virtio_pm_probe/parameters/fail_restore_noirq",)
     assert s.steps[0].expect["devices-work"] == "fail"
-    assert matrix.with_cycles(s, 4).cycles == 4
+    assert scenarios.with_cycles(s, 4).cycles == 4
 
 
 def test_scenario_of_distinct_steps_keeps_its_count():
-    s = matrix.find_scenario("non-noirq-safe-transport")
+    s = scenarios.find_scenario("non-noirq-safe-transport")
     assert [st.label for st in s.steps] == ["bound-to-pci", "unbound"]
     assert s.steps[0].checks == ("freeze-refused",) and s.steps[1].expect == {}
     with pytest.raises(ConfigError, match="has distinct steps"):
-        matrix.with_cycles(s, 5)
+        scenarios.with_cycles(s, 5)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -56,13 +56,13 @@ def test_scenario_of_distinct_steps_keeps_its_count():
 def test_scenario_errors_name_the_file_and_key(tmp_path, text, message):
     path = write(tmp_path / "bad.yaml", text)
     with pytest.raises(ConfigError) as err:
-        matrix.load_scenario(path)
+        scenarios.load_scenario(path)
     assert str(path) in str(err.value) and message in str(err.value)
 
 
 def test_unknown_scenario_lists_the_known_ones():
     with pytest.raises(ConfigError, match="no scenario 'suspend-forever'.*s2idle-rtc"):
-        matrix.find_scenario("suspend-forever")
+        scenarios.find_scenario("suspend-forever")
 
 
 def test_defects_matrix_has_every_defect_five_cycles_the_error_paths_and_fifty_clean_cycles():
