@@ -242,7 +242,7 @@ def cmd_run(args, cache: Cache) -> int:
     req = _request(args)
     scenarios = _scenarios(args)
     expect_path = matrix.expectations_file(req.series, args.expect)
-    defect = Path(req.series).name if req.series and (Path(req.series) / "defect.yaml").is_file() else None
+    defect = matrix.defect_name(Path(req.series)) if req.series else None
     revision = Path(req.series).name if req.series else "baseline"
     cell = f"{revision}/{req.profile}/{'+'.join(s.name for s in scenarios)}"
     result = matrix.run_cell(req, scenarios, out.resolve(), cache, _say, expect_path,

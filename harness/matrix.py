@@ -43,6 +43,9 @@ BASELINE_EXPECT = ROOT / "patches" / "baseline-6.12" / "expect.yaml"
 
 Say = Callable[[str], None]
 
+#: The error a run ends with when it was interrupted.
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM); QEMU was stopped"
+
 
 @dataclass(frozen=True)
 class Request:
@@ -132,6 +135,11 @@ def guest_argv(art: GuestArtifacts, out_dir: Path) -> list[str]:
     """QEMU's argv for ``art``, with a fresh disk image in ``out_dir``."""
     disk = qemu.make_disk(out_dir / "disk.img", art.profile.disk_mb)
     return qemu.render_argv(art.profile, kernel=art.build.image, initrd=art.initramfs.path, disk=disk)
+
+
+def defect_name(rev_dir: Path) -> str | None:
+    """The injected defect's name when ``rev_dir`` is a defect revision (``defect.yaml``), else None."""
+    return rev_dir.name if (rev_dir / "defect.yaml").is_file() else None
 
 
 def expectations_file(series_spec: str | None, explicit: str | None = None) -> Path | None:
@@ -278,14 +286,14 @@ def run_cell(req: Request, scenarios: list[suspend.Scenario], out: Path, cache: 
             hooks.sessions.discard(session)
     except HarnessError as e:
         if hooks.stop.is_set():
-            result.error, result.error_verdict = "interrupted (Ctrl-C or SIGTERM); QEMU was stopped", "ERROR"
+            result.error, result.error_verdict = INTERRUPTED, "ERROR"
             result.exit_code = 130
         else:
             result.error = f"{type(e).__name__}: {e}"
             result.error_verdict = e.verdict
             result.exit_code = e.exit_code
     except KeyboardInterrupt:
-        result.error, result.error_verdict = "interrupted (Ctrl-C or SIGTERM); QEMU was stopped", "ERROR"
+        result.error, result.error_verdict = INTERRUPTED, "ERROR"
         raise
     finally:
         report.write_results(result)
@@ -383,10 +391,9 @@ def load_matrix(path: Path, kconfig_override: tuple[str, ...] | None = None, job
             for rev_dir in _revision_dirs(rw, str(row["revision"])):
                 name = rev_dir.relative_to(ROOT / "patches").as_posix()
                 spec = None if _is_bare(rev_dir) else str(rev_dir)
-                expect = (ROOT / row["expect"]) if row.get("expect") else expectations_file(spec)
-                if expect is None and spec is None:
-                    expect = rev_dir / "expect.yaml"
-                defect = rev_dir.name if (rev_dir / "defect.yaml").is_file() else None
+                expect = (ROOT / row["expect"] if row.get("expect") else
+                          rev_dir / "expect.yaml" if spec is None else expectations_file(spec))
+                defect = defect_name(rev_dir)
                 tree_path = str(row["tree"]) if row.get("tree") else None
                 req = Request(series=spec, tree=tree_path, kconfig=frags, jobs=jobs, profile=profile,
                               boot_timeout=boot_timeout)

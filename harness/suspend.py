@@ -14,7 +14,7 @@ Three scenario kinds:
 A scenario is a sequence of steps, one per cycle; a step may run guest
 commands before its cycle (set a probe module parameter, bind a device) and
 carries the expectations and extra checks of that cycle (see
-``scenarios/*.yaml`` and :mod:`harness.matrix`).
+``scenarios/*.yaml`` and :mod:`harness.scenarios`).
 
 Before the first cycle the console loglevel is lowered (``dmesg -n 1``) so
 kernel messages do not interleave with command output,
@@ -92,11 +92,6 @@ class Scenario:
     def cycles(self) -> int:
         """Number of cycles (one per step)."""
         return len(self.steps)
-
-    @classmethod
-    def repeated(cls, name: str, kind: str, cycles: int, step: Step = Step(), **kw) -> "Scenario":
-        """A scenario of ``cycles`` identical steps."""
-        return cls(name, kind, (step,) * cycles, **kw)
 
 
 @dataclass(frozen=True)
