@@ -57,10 +57,8 @@ def render(results: list[dict]) -> str:
         if doc.get("skipped"):
             cases.append(("run", "SKIP", doc["skipped"], [], 0.0))
         if doc.get("error"):
-            kind = doc["error"].split(":")[0]
-            verdict = {"GuestHang": "HANG", "GuestCrash": "FAIL"}.get(kind, "ERROR")
             lines = doc["error"].split("\n")
-            cases.append(("run", verdict, lines[0], lines[1:], 0.0))
+            cases.append(("run", doc.get("error_verdict") or "ERROR", lines[0], lines[1:], 0.0))
         for name, verdict, summary, evidence, seconds in cases:
             _testcase(suite, cell, name, verdict, summary, evidence, seconds)
         counts = {"tests": len(cases), "failures": sum(1 for c in cases if _FAILURE.get(c[1]) == "failure"),

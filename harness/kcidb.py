@@ -87,10 +87,10 @@ def render(results: list[dict]) -> dict:
                           "origin": ORIGIN, "path": "pm", "status": "SKIP", "comment": doc["skipped"][:1000],
                           "environment": env, "misc": {"verdict": "SKIP", "cell": cell}})
         if doc.get("error"):
-            kind = doc["error"].split(":")[0]
+            ended = doc.get("error_verdict") or "ERROR"
             tests.append({"id": _id("test", build_id, cell, doc.get("started") or "", "run"), "build_id": build_id, "origin": ORIGIN,
-                          "path": "pm", "status": "MISS" if not doc.get("cycles") and kind not in
-                          ("GuestHang", "GuestCrash") else _STATUS.get(doc.get("verdict"), "ERROR"),
+                          "path": "pm", "status": "MISS" if not doc.get("cycles") and ended == "ERROR" else
+                          _STATUS.get(ended, "ERROR"),
                           "comment": doc["error"].split("\n")[0][:1000], "environment": env,
                           "log_excerpt": doc["error"][:_LOG_MAX], "misc": {"verdict": doc.get("verdict"),
                                                                           "cell": cell}})

@@ -151,6 +151,7 @@ def to_json(run: RunResult) -> dict:
         "undetected": run.undetected,
         "tally": run.tally(),
         "error": run.error,
+        "error_verdict": run.error_verdict,
         "cycles": cycles,
     }
 
@@ -257,10 +258,11 @@ def print_series(rev, manifest=None, console: Console | None = None) -> None:
 
 # --- Matrices ----------------------------------------------------------------------------------
 
-def _expected_failures(run: RunResult) -> dict[str, str]:
-    """check -> ``k/N``: in how many of the run's cycles each expected-to-fail check failed."""
+def _expected_failures(tally: dict) -> dict[str, str]:
+    """check -> ``k/N``: in how many cycles each expected-to-fail check failed, from a
+    :meth:`RunResult.tally`."""
     out = {}
-    for name, counts in run.tally()["per_check"].items():
+    for name, counts in tally["per_check"].items():
         xfail, xpass = counts.get("XFAIL", 0), counts.get("XPASS", 0)
         if xfail or xpass:
             out[name] = f"{xfail}/{sum(counts.values())}"
@@ -280,7 +282,7 @@ def matrix_to_json(mr) -> dict:
             "id": cell.id, "revision": cell.revision, "profile": cell.request.profile,
             "scenario": cell.scenario.name, "defect": cell.defect, "verdict": run.verdict,
             "cycle_verdicts": [c.verdict for c in run.cycles],
-            "failed_checks": tally["failed_checks"], "expected_failures": _expected_failures(run),
+            "failed_checks": tally["failed_checks"], "expected_failures": _expected_failures(tally),
             "undetected": run.undetected, "error": run.error, "skipped": run.skipped,
             "results": f"{cell.dirname}/results.json", "command": run.command,
         })

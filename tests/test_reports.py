@@ -181,3 +181,15 @@ def test_progress_table_shows_each_cells_stage_on_a_terminal():
         console.print(progress._table())
     text = console.export_text()
     assert "defects/double-reinit/virt-mmio/s2idle-rtc" in text and "s2idle-rtc 3/5" in text and "FAIL" in text
+
+
+@pytest.mark.parametrize("ended, junit_tag, kcidb_status", [
+    ("ERROR", "error", "MISS"), ("HANG", "error", "ERROR"), ("FAIL", "failure", "FAIL")])
+def test_a_run_that_ended_early_is_reported_by_the_verdict_it_ended_with(ended, junit_tag, kcidb_status):
+    doc = {"cell": "v9/virt-mmio/s2idle-rtc", "verdict": ended, "cycles": [], "error_verdict": ended,
+           "error": f"{ {'ERROR': 'BootError', 'HANG': 'GuestHang', 'FAIL': 'GuestCrash'}[ended]}: guest gone"}
+    case = ET.fromstring(junit.render([doc])).find("testsuite/testcase")
+    assert case.find(junit_tag).get("type") == ended
+    kc = kcidb.render([doc])
+    kcidb_io.schema.V5_0.validate(kc)
+    assert [t["status"] for t in kc["tests"]] == [kcidb_status]
