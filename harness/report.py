@@ -410,7 +410,7 @@ class MatrixProgress:
 
     def __init__(self, cells, console: Console | None = None):
         self.console = console or Console(stderr=True)
-        self._rows = {c.id: ["waiting", None] for c in cells}
+        self._rows = {c.id: ["waiting", None, None] for c in cells}  # stage, started, finished
         self._lock = threading.Lock()
         self._live = Live(self._table(), console=self.console, refresh_per_second=2,
                           get_renderable=self._table) if self.console.is_terminal else None
@@ -421,9 +421,9 @@ class MatrixProgress:
             table.add_column(col)
         now = time.monotonic()
         with self._lock:
-            for cid, (text, t0) in self._rows.items():
+            for cid, (text, t0, t1) in self._rows.items():
                 table.add_row(escape(cid), _styled(text) if text in _STYLE else escape(text),
-                              f"{now - t0:.0f}" if t0 is not None else "")
+                              f"{(t1 or now) - t0:.0f}" if t0 is not None else "")
         return table
 
     def say(self, message: str) -> None:
@@ -437,8 +437,11 @@ class MatrixProgress:
         with self._lock:
             row = self._rows[cell.id]
             row[0] = text
+            now = time.monotonic()
             if row[1] is None:
-                row[1] = time.monotonic()
+                row[1] = now
+            if text in _STYLE:  # a verdict: the cell is done, its clock stops
+                row[2] = now
 
     def __enter__(self) -> "MatrixProgress":
         if self._live:

@@ -193,3 +193,18 @@ def test_a_run_that_ended_early_is_reported_by_the_verdict_it_ended_with(ended, 
     kc = kcidb.render([doc])
     kcidb_io.schema.V5_0.validate(kc)
     assert [t["status"] for t in kc["tests"]] == [kcidb_status]
+
+
+def test_progress_clock_stops_when_a_cell_has_its_verdict(monkeypatch):
+    from rich.console import Console
+    clock = [1000.0]
+    monkeypatch.setattr(report.time, "monotonic", lambda: clock[0])
+    cells = matrix.find_matrix("defects").cells[:2]
+    progress = report.MatrixProgress(cells, Console(record=True, width=160))
+    progress.stage(cells[0], "boot")
+    progress.stage(cells[1], "boot")
+    clock[0] += 7
+    progress.stage(cells[1], "PASS")
+    clock[0] += 100
+    table = progress._table()
+    assert list(table.columns[2].cells) == ["107", "7"]
