@@ -109,6 +109,12 @@ class Callback:
     end_seq: int | None = None
     time: float | None = None
 
+    @property
+    def unbound_virtio_slot(self) -> bool:
+        """A virtio-mmio slot with no device behind it: QEMU's DT lists 32, and the platform
+        bus's own callbacks run for each (``platform a00xxxx.virtio_mmio: platform_pm_*``)."""
+        return self.driver == "platform" and self.device.endswith(".virtio_mmio")
+
 
 @dataclass(frozen=True)
 class ProbeEvent:

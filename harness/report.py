@@ -161,7 +161,6 @@ def write_results(run: RunResult) -> Path:
     return atomic_write(run.out_dir / "results.json", json.dumps(to_json(run), indent=2) + "\n")
 
 
-_UNBOUND_SLOT = ("platform", ".virtio_mmio")
 _STYLE = {"PASS": "green", "XFAIL": "yellow", "SKIP": "dim", "FAIL": "bold red", "XPASS": "bold red",
           "ERROR": "bold red", "HANG": "bold red"}
 
@@ -173,7 +172,7 @@ def _styled(verdict: str) -> str:
 def _device_cell(events) -> str:
     shown, unbound = [], 0
     for e in events:
-        if e.driver == _UNBOUND_SLOT[0] and e.device.endswith(_UNBOUND_SLOT[1]):
+        if e.unbound_virtio_slot:
             unbound += 1
             continue
         mark = "" if e.rc == 0 else f" rc={e.rc}"

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import jinja2
 
-from harness import dmesg
+from harness import checks, dmesg
 
 #: Colours per phase kind (suffix), as sleepgraph distinguishes them.
 PHASE_COLOURS = {"noirq": "#c8e6ff", "early": "#dcefd0", "": "#fff1c4"}
 _SHOWN_CYCLES = 3
-_UNBOUND = ("platform", ".virtio_mmio")
 
 
 @dataclass
@@ -93,7 +92,7 @@ def build_timeline(text: str, title: str, failed: list[dict]) -> Timeline:
     if not starts:
         return Timeline(title, 1.0, [], [], failed, note="no resume callbacks (pm_print_times off?)")
     t0 = min(starts)
-    provider = next((e.get("transport") for e in tr.probe if e.get("transport")), None)
+    provider = checks.provider_device(tr)
     bands, rows, unbound = [], {}, Row("unbound virtio_mmio slots (platform_pm_*)", "")
     for p in phases:
         times = [(e.time - t0) * 1000 for e in p.events if e.time is not None]
@@ -106,7 +105,7 @@ def build_timeline(text: str, title: str, failed: list[dict]) -> Timeline:
             if e.time is None:
                 continue
             bar = Bar(p.name, e.callback, (e.time - t0) * 1000, (e.usecs or 0) / 1000, e.rc, e.seq)
-            if e.driver == _UNBOUND[0] and e.device.endswith(_UNBOUND[1]):
+            if e.unbound_virtio_slot:
                 unbound.bars.append(bar)
                 continue
             role = ("provider" if e.device == provider else "virtio-mmio" if e.device.endswith(".virtio_mmio")
