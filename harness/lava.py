@@ -91,15 +91,10 @@ def _marker(word: str) -> str:
 def _cycle_commands(scenario: suspend.Scenario, index: int) -> list[dict]:
     name = f"{scenario.name}-{index}"
     step = scenario.steps[index - 1]
-    if scenario.kind == "rtc":
-        arm = f"rtcwake -m no -s {scenario.wake_seconds}"
-    elif scenario.kind == "pm_test":
-        arm = (f"echo {scenario.pm_test_level} > /sys/power/pm_test && "
-               "echo 0 > /sys/module/suspend/parameters/pm_test_delay")
-    else:
+    if scenario.kind == "hibernate":
         raise ConfigError(f"scenario {scenario.name}: {scenario.kind} cycles are not exported to LAVA "
                           "(they need swap set-up the interactive test does not do)")
-    state = "mem"
+    arm, state = suspend.arm_command(scenario)
     cmds = [{"command": c} for c in step.before]
     cmds += [
         {"command": f"dmesg -c > /dev/null; {arm} && echo {state} > /sys/power/state && {_marker('RESUMED')} "
@@ -113,7 +108,7 @@ def _cycle_commands(scenario: suspend.Scenario, index: int) -> list[dict]:
         {"command": "dmesg"},
     ]
     if scenario.kind == "pm_test":
-        cmds.append({"command": "echo none > /sys/power/pm_test"})
+        cmds.append({"command": suspend.PM_TEST_OFF})
     return cmds
 
 

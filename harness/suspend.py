@@ -207,20 +207,21 @@ def _read_stats(session: GuestSession) -> dict[str, str]:
     return stats
 
 
-def _arm(session: GuestSession, scenario: Scenario) -> str:
-    """Set up the wake source or test mode; return the ``/sys/power/state`` word."""
+#: The guest command that ends a ``pm_test`` cycle's test mode.
+PM_TEST_OFF = "echo none > /sys/power/pm_test"
+
+
+def arm_command(scenario: Scenario) -> tuple[str, str]:
+    """The guest command that sets up the wake source or test mode of a cycle, and the
+    ``/sys/power/state`` word to write after it.  Raises ValueError for an unknown kind."""
     if scenario.kind == "rtc":
-        session.run(f"rtcwake -m no -s {scenario.wake_seconds}")
-        return "mem"
+        return f"rtcwake -m no -s {scenario.wake_seconds}", "mem"
     if scenario.kind == "pm_test":
-        session.run(f"echo {scenario.pm_test_level} > /sys/power/pm_test && "
-                    "echo 0 > /sys/module/suspend/parameters/pm_test_delay")
-        return "mem"
+        return (f"echo {scenario.pm_test_level} > /sys/power/pm_test && "
+                "echo 0 > /sys/module/suspend/parameters/pm_test_delay"), "mem"
     if scenario.kind == "hibernate":
-        if session.run("grep -q '^/dev/vda ' /proc/swaps").exit_status != 0:
-            session.run("mkswap /dev/vda >/dev/null && swapon /dev/vda")
-        session.run("echo test_resume > /sys/power/disk")
-        return "disk"
+        return ("grep -q '^/dev/vda ' /proc/swaps || { mkswap /dev/vda >/dev/null && swapon /dev/vda; }; "
+                "echo test_resume > /sys/power/disk"), "disk"
     raise ValueError(f"unknown scenario kind {scenario.kind!r}")
 
 
@@ -242,12 +243,13 @@ def run_cycle(session: GuestSession, scenario: Scenario, index: int, facts: Gues
         session.run(f"echo > {_TRACEFS}/trace")
     stats_before = _read_stats(session)
     session.run("dmesg -c > /dev/null")
-    state = _arm(session, scenario)
+    arm, state = arm_command(scenario)
+    session.run(arm)
     start = time.monotonic()
     write = session.run(f"echo {state} > /sys/power/state", timeout=scenario.timeout)
     seconds = time.monotonic() - start
     if scenario.kind == "pm_test":
-        session.run("echo none > /sys/power/pm_test")
+        session.run(PM_TEST_OFF)
     irq = session.run("cat /sys/power/pm_wakeup_irq 2>/dev/null")
     wakeup_irq = int(irq.output) if irq.exit_status == 0 and irq.output.strip().isdigit() else None
     stats = _read_stats(session)
