@@ -1,4 +1,4 @@
-"""Command line: ``harness setup|series|apply|build|boot|run|matrix|report|parse``.
+"""Command line: ``harness setup|series|apply|build|boot|run|matrix|bisect|report|parse``.
 
 This module and ``matrix.py`` are the only ones that know the whole
 pipeline; every stage below is usable alone, as in kunit_tool.  Typed errors
@@ -13,12 +13,13 @@ import argparse
 import json
 import signal
 import sys
+import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import (__version__, ci, dmesg, fetch, kconfig, lava, matrix, qemu, report, scenarios, series,
-                     suspend, toolchain, tree)
+from harness import (__version__, bisect, bisect_report, bisect_run, ci, dmesg, fetch, kconfig, lava, matrix, qemu,
+                     report, scenarios, series, suspend, toolchain, tree)
 from harness.cache import Cache, atomic_write
 from harness.matrix import ROOT
 from harness.errors import HarnessError, UsageError
@@ -53,6 +54,59 @@ def _add_tree_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-j", "--jobs", type=int, help="make -j (default: number of CPUs)")
 
 
+GIT_BISECT_RUN_HELP = """\
+With --bisect-exit, `git bisect run harness run --tree . --bisect-exit --check NAME` works:
+the harness builds the checked-out commit in a worktree of its own (the tree is never written
+to) and exits
+    0    good: NAME passed (with --first-fixed: NAME failed)
+    1    bad:  NAME failed in at least --threshold cycles (with --first-fixed: passed)
+  125    skip: the patch did not apply, the tree did not build, a kconfig symbol did not
+         survive olddefconfig, or NAME did not run in any cycle
+  128    error, answer unknown (harness or input error, guest crash): git aborts the bisect
+  134    the guest did not boot (128 + 6)      135  the guest hung (128 + 7)
+  130    interrupted
+Without --check the run's verdict against the expectations decides (PASS good, FAIL bad)."""
+
+BISECT_HELP = """\
+Find where a check changes, by binary search with real builds, boots and suspend cycles.
+
+  harness bisect --series patches/defects/double-reinit --check devices-work
+  harness bisect --series patches/v9-backport-6.12 --check consumer-ready --first-fixed
+  harness bisect --revisions patches/v9-backport-6.12 patches/defects/late-provider \\
+                 patches/defects/no-noirq-wiring --check consumer-ready --then-patches
+
+Over the patches of a revision (--series) step k is its first k patches applied on the base
+(0 = the base itself); --good/--bad (default 0 and N) are taken on trust while the search
+narrows and tested when they border the answer, so both the last good and the first bad step
+come with evidence.  Over revisions (--revisions) the first revision is tested first and the
+search finds the first revision whose outcome differs from it.
+
+A step is bad when a --check failed (FAIL, or XFAIL: expectations do not matter here) in at
+least --threshold cycles (default 1), or with --verdict when its verdict is not PASS; with
+--first-fixed the search looks for the first step where the check passes.  A step that cannot
+be tested (patch did not apply, build or kconfig failure) is skipped and a neighbour is tried;
+a step that ends in an error (hang, boot failure, harness failure) is run once more, and a
+second error stops the bisect with the reason: never counted good or bad.  Each step's results
+directory is kept under DIR/steps/ and in the cache, and reused when the same step (base,
+patches, kconfig, scenario, profile, expectations, guest recipe) is asked again.
+
+Leaves DIR/bisect.json (steps, outcomes, the answer, a reproducer per step), DIR/bisect.log
+(git bisect log form) and DIR/report.html (the last good and first bad step side by side).
+
+Exit: 0 a first bad patch or revision named; 1 no single answer (skips hide it, or an end
+is not what it was said to be); 2 usage; 3 series error; the step's code (6 boot, 7 hang, ...)
+when a step failed twice; 130 interrupted."""
+
+
+def _add_criterion_options(p) -> None:
+    p.add_argument("--check", action="append", metavar="NAME",
+                   help="check whose failure makes a step bad; repeatable (any of them)")
+    p.add_argument("--threshold", type=int, default=1, metavar="M",
+                   help="bad only when the check failed in at least M cycles (default 1)")
+    p.add_argument("--first-fixed", action="store_true",
+                   help="look for the first step where the check passes (terms broken/fixed)")
+
+
 def _add_guest_options(p: argparse.ArgumentParser) -> None:
     _add_series_options(p)
     _add_tree_options(p)
@@ -85,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("boot", help="build, then boot the guest with its console on this terminal")
     _add_guest_options(p)
 
-    p = sub.add_parser("run", help="build, boot, run suspend/resume cycles, check and report")
+    p = sub.add_parser("run", help="build, boot, run suspend/resume cycles, check and report",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_guest_options(p)
     p.add_argument("--out", metavar="DIR", help="results directory (default: $HARNESS_CACHE/runs/<time>)")
     p.add_argument("--expect", metavar="FILE",
@@ -101,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wake-seconds", type=int, default=2, help="RTC alarm delay in seconds (default 2)")
     p.add_argument("--cycle-timeout", type=float, default=90.0, metavar="SECONDS",
                    help="seconds a suspend may take before the guest counts as hung (default 90)")
+    g = p.add_argument_group("git bisect run", GIT_BISECT_RUN_HELP)
+    g.add_argument("--bisect-exit", action="store_true",
+                   help="exit with git bisect run's statuses (table above) instead of the harness's")
+    _add_criterion_options(g)
 
     p = sub.add_parser("matrix", help="run every cell (revision x profile x scenario) of a matrix file")
     p.add_argument("matrix", nargs="?", default="default",
@@ -115,6 +174,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the cells and exit")
     p.add_argument("--cell", action="append", metavar="PATTERN",
                    help="run only the cells whose id (revision/profile/scenario) matches; glob, repeatable")
+
+    p = sub.add_parser("bisect", help="find the patch of a revision, or the revision, at which a check changes",
+                       description=BISECT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--series", metavar="SERIES",
+                      help="bisect the patches of this revision: step k = its first k patches on the base")
+    what.add_argument("--revisions", nargs="+", metavar="SERIES",
+                      help="bisect over these revisions, in order: the first whose outcome differs from the first one")
+    p.add_argument("--series-version", type=int, metavar="N", help="with a message-id: which revision (b4 am -v N)")
+    p.add_argument("--b4-local-mbox", type=Path, metavar="MBOX",
+                   help="with a message-id: let b4 read this mbox instead of lore (b4 am -m)")
+    p.add_argument("--tree", metavar="PATH", help="kernel git tree (default: the embedded linux-source-6.12)")
+    p.add_argument("--base", metavar="REF", help="commit to apply on (default: the series' base-commit, else HEAD)")
+    p.add_argument("--kconfig", metavar="FRAGMENT", action="append",
+                   help=f"kconfig fragment; repeatable (default: {' '.join(kconfig.DEFAULT_FRAGMENTS)})")
+    p.add_argument("-j", "--jobs", type=int, help="make -j (default: number of CPUs)")
+    p.add_argument("--profile", default="virt-mmio", help="QEMU profile in qemu-profiles/ (default: virt-mmio)")
+    p.add_argument("--boot-timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="seconds to wait for the guest shell (default: 120)")
+    p.add_argument("--scenario", default="s2idle-rtc:3", metavar="NAME[:CYCLES]",
+                   help="what each step runs (default: s2idle-rtc:3)")
+    _add_criterion_options(p)
+    p.add_argument("--verdict", action="store_true",
+                   help="a step is bad when its verdict against the revision's expectations is not PASS "
+                        "(instead of --check)")
+    p.add_argument("--good", type=int, metavar="K", help="patches mode: a step known good (default 0, the base)")
+    p.add_argument("--bad", type=int, metavar="K", help="patches mode: a step known bad (default N, all patches)")
+    p.add_argument("--then-patches", action="store_true",
+                   help="revisions mode: then bisect the patches of the revision found")
+    p.add_argument("--out", metavar="DIR", help="bisect directory (default: $HARNESS_CACHE/runs/bisect-<time>)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="run every step again instead of reusing the results of an identical earlier step")
+    p.add_argument("--reply", type=Path, metavar="FILE",
+                   help="write a plain-text reply to the first bad patch's mail (RFC 2822) into FILE; nothing is sent")
+    p.add_argument("--reply-from", default="virtio-pm-harness <virtio-pm-harness@localhost>", metavar="ADDRESS",
+                   help="From: of the reply (default: %(default)s)")
 
     p = sub.add_parser("ci", help="CI workflow definitions from a matrix")
     csub = p.add_subparsers(dest="ci_command", required=True)
@@ -245,11 +340,95 @@ def cmd_run(args, cache: Cache) -> int:
     defect = matrix.defect_name(Path(req.series)) if req.series else None
     revision = Path(req.series).name if req.series else "baseline"
     cell = f"{revision}/{req.profile}/{'+'.join(s.name for s in scenarios)}"
+    criterion = _criterion(args)
     result = matrix.run_cell(req, scenarios, out.resolve(), cache, _say, expect_path,
                              matrix.reproducer(req, scenarios, args.expect), defect, cell)
     report.print_summary(result)
     _write_reports(out.resolve())
+    if args.bisect_exit:
+        judgement = bisect.judge(report.to_json(result), criterion)
+        code = bisect.git_bisect_exit(judgement, criterion, result.exit_code)
+        print(f"bisect: {judgement.reason}; exit {code}")
+        return code
     return _exit_code(result.verdict, result.exit_code)
+
+
+def _criterion(args) -> bisect.Criterion:
+    """The bisect criterion of ``--check``/``--threshold``/``--first-fixed``; UsageError for
+    unknown checks."""
+    criterion = bisect.Criterion(tuple(args.check or ()), args.threshold, args.first_fixed)
+    bisect_run.check_names(criterion)
+    return criterion
+
+
+def cmd_bisect(args, cache: Cache) -> int:
+    criterion = _criterion(args)
+    if bool(criterion.checks) == bool(args.verdict):
+        raise UsageError("harness bisect needs --check NAME (repeatable) or --verdict, not both")
+    if args.revisions and (args.good is not None or args.bad is not None):
+        raise UsageError("--good/--bad are positions of patches; with --revisions the list's order says it")
+    if args.then_patches and not args.revisions:
+        raise UsageError("--then-patches goes with --revisions")
+    scenario = _parse_scenario(args.scenario)
+    out = (Path(args.out) if args.out else cache.root / "runs" / (
+        "bisect-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    log = CommandLog(out / "commands.log")
+    base_req = matrix.Request(tree=args.tree, base=args.base, series_version=args.series_version,
+                              b4_local_mbox=args.b4_local_mbox,
+                              kconfig=tuple(args.kconfig) if args.kconfig else None, jobs=args.jobs,
+                              profile=args.profile, boot_timeout=args.boot_timeout)
+    start = time.monotonic()
+
+    def said(step: bisect.Step) -> None:
+        _say(f"step {step.label}: {step.outcome.value} ({step.judgement.reason})")
+
+    if args.revisions:
+        plan = bisect_run.plan_revisions(args.revisions, base_req, cache, log)
+        runner = bisect_run.StepRunner(plan, scenario, criterion, out, cache, _say, not args.no_reuse)
+        steps, conclusion, error, worst, ref_failing = bisect_run.bisect_revisions(plan, runner, said)
+        inner = None
+        if args.then_patches and conclusion.status == "found" and plan.positions[conclusion.first_new].request.series:
+            spec = plan.positions[conclusion.first_new].request.series
+            inner_crit = replace(criterion, first_fixed=bool(ref_failing))
+            _say(f"bisect the patches of {spec}: first patch where {inner_crit.describe()}")
+            inner_plan = bisect_run.plan_patches(spec, replace(base_req, base=None), cache, log, _say, None, None)
+            inner_runner = bisect_run.StepRunner(inner_plan, scenario, inner_crit, out / "patches", cache, _say,
+                                                 not args.no_reuse)
+            i_start = time.monotonic()
+            i_steps, i_conc, i_err, i_worst = bisect_run.bisect_patches(inner_plan, inner_runner, inner_crit, said)
+            inner = bisect_report.BisectRun(inner_plan, inner_crit, scenario, tuple(i_steps), i_conc, i_err, i_worst,
+                                            time.monotonic() - i_start, out / "patches")
+            bisect_report.write(inner)
+    else:
+        plan = bisect_run.plan_patches(args.series, base_req, cache, log, _say, args.good, args.bad)
+        runner = bisect_run.StepRunner(plan, scenario, criterion, out, cache, _say, not args.no_reuse)
+        steps, conclusion, error, worst = bisect_run.bisect_patches(plan, runner, criterion, said)
+        inner = None
+    run = bisect_report.BisectRun(plan, criterion, scenario, tuple(steps), conclusion, error, worst,
+                                  time.monotonic() - start, out, inner)
+    paths = bisect_report.write(run)
+    bisect_report.print_run(run)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    if args.reply:
+        try:
+            print(f"reply: {bisect_report.write_reply(run, args.reply, args.reply_from)}")
+        except ValueError as e:
+            _say(f"no reply written: {e}")
+    final = inner if inner is not None else run
+    if final.error is not None:
+        return _step_exit(final.error)
+    return 0 if final.conclusion.status == "found" else 1
+
+
+def _step_exit(step: bisect.Step) -> int:
+    """The harness exit code a step's error had (from its results.json), 1 if unknown."""
+    try:
+        doc = json.loads((step.results / "results.json").read_text())
+        return int(doc.get("exit_code") or 1)
+    except (OSError, ValueError, TypeError):
+        return 1
 
 
 def _write_reports(run_dir: Path) -> None:
@@ -347,7 +526,7 @@ def cmd_parse(args, cache: Cache) -> int:
 
 
 _COMMANDS = {"setup": cmd_setup, "series": cmd_series, "apply": cmd_apply, "build": cmd_build, "boot": cmd_boot,
-             "run": cmd_run, "matrix": cmd_matrix, "report": cmd_report, "ci": cmd_ci, "lava": cmd_lava, "parse": cmd_parse}
+             "run": cmd_run, "matrix": cmd_matrix, "bisect": cmd_bisect, "report": cmd_report, "ci": cmd_ci, "lava": cmd_lava, "parse": cmd_parse}
 
 
 def _raise_interrupt(signum, frame):
@@ -356,7 +535,14 @@ def _raise_interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``harness`` console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    bisect_exit = "--bisect-exit" in argv
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        if bisect_exit and e.code not in (0, None):  # a usage error must not read as "bad" to git bisect
+            return bisect.GIT_BISECT_ERROR
+        raise
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
     cache = Cache.from_env()
@@ -364,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
         return _COMMANDS[args.command](args, cache)
     except HarnessError as e:
         print(f"harness {args.command}: error: {e}", file=sys.stderr)
+        if bisect_exit:
+            return bisect.git_bisect_exit_for_error(type(e).__name__, e.exit_code)
         return e.exit_code
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)

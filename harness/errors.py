@@ -27,6 +27,12 @@ class ConfigError(UsageError):
     """
 
 
+class KconfigMismatch(ConfigError):
+    """Requested kconfig symbols did not survive ``olddefconfig`` on this tree (exit 2).
+
+    A property of the tree at hand: ``git bisect`` treats it as a commit to skip (125)."""
+
+
 class SetupError(UsageError):
     """A host tool or cached download is missing or failed (exit 2)."""
 
@@ -38,9 +44,14 @@ class SeriesError(HarnessError):
 
 
 class ApplyError(HarnessError):
-    """A patch did not apply (exit 4)."""
+    """A patch did not apply (exit 4).  ``patch_index`` is the 1-based index of the patch
+    that failed, when ``git am`` said which."""
 
     exit_code = 4
+
+    def __init__(self, message: str, patch_index: int | None = None):
+        super().__init__(message)
+        self.patch_index = patch_index
 
 
 class BuildError(HarnessError):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.cache import atomic_write
-from harness.errors import BuildError, ConfigError
+from harness.errors import BuildError, ConfigError, KconfigMismatch
 from harness.proc import CommandLog, run, tail
 from harness.toolchain import Toolchain
 
@@ -145,7 +145,7 @@ def configure(tree: Path, out_dir: Path, requests: list[Request], toolchain: Too
     if mismatches:
         lines = "\n".join(f"  CONFIG_{m.request.symbol}: requested {m.request.value}, got {m.actual} "
                           f"({m.request.where})" for m in mismatches)
-        raise ConfigError(f"{len(mismatches)} requested kconfig symbol(s) did not survive olddefconfig "
+        raise KconfigMismatch(f"{len(mismatches)} requested kconfig symbol(s) did not survive olddefconfig "
                           f"(missing dependency or unknown symbol):\n{lines}\n"
                           f"Fix the fragment, or add the symbols they depend on. Resulting config: {config}")
     return KconfigResult(config, tuple(requests))

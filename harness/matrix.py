@@ -286,14 +286,16 @@ def run_cell(req: Request, scenarios: list[suspend.Scenario], out: Path, cache: 
             hooks.sessions.discard(session)
     except HarnessError as e:
         if hooks.stop.is_set():
-            result.error, result.error_verdict = INTERRUPTED, "ERROR"
+            result.error, result.error_verdict, result.error_type = INTERRUPTED, "ERROR", "KeyboardInterrupt"
             result.exit_code = 130
         else:
             result.error = f"{type(e).__name__}: {e}"
             result.error_verdict = e.verdict
+            result.error_type = type(e).__name__
             result.exit_code = e.exit_code
     except KeyboardInterrupt:
-        result.error, result.error_verdict = INTERRUPTED, "ERROR"
+        result.error, result.error_verdict, result.error_type = INTERRUPTED, "ERROR", "KeyboardInterrupt"
+        result.exit_code = 130
         raise
     finally:
         report.write_results(result)

@@ -49,7 +49,8 @@ class RunResult:
     """Everything about one run; filled in stage by stage by the CLI.
 
     ``timings`` maps stage to seconds; ``error`` holds the message of the
-    exception that ended the run early, with ``verdict`` ERROR/HANG/FAIL.
+    exception that ended the run early, with ``error_verdict`` ERROR/HANG/FAIL, its class
+    name ``error_type`` (ApplyError, BuildError, GuestHang, ...) and ``exit_code``.
     """
 
     command: str
@@ -69,6 +70,7 @@ class RunResult:
     console_log: str | None = None
     error: str | None = None
     error_verdict: str | None = None
+    error_type: str | None = None
     exit_code: int | None = None
     expectations: dict = field(default_factory=dict)
     defect: str | None = None
@@ -152,6 +154,8 @@ def to_json(run: RunResult) -> dict:
         "tally": run.tally(),
         "error": run.error,
         "error_verdict": run.error_verdict,
+        "error_type": run.error_type,
+        "exit_code": run.exit_code,
         "cycles": cycles,
     }
 

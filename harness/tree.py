@@ -229,7 +229,10 @@ def apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: C
                           env=_AM_IDENTITY)
             if res.returncode != 0:
                 run(["git", "-C", tmp, "am", "--abort"], log)
-                raise ApplyError(_apply_failure(res.output, patches, kt, base, series_base))
+                failed_at = _AM_FAILED_AT.search(res.output)
+                raise ApplyError(_apply_failure(res.output, patches, kt, base, series_base),
+                                 patches[int(failed_at["num"]) - 1].index
+                                 if failed_at and 0 < int(failed_at["num"]) <= len(patches) else None)
         shas = _git(tmp, log, "rev-list", "--reverse", f"{base}..HEAD").split()
         commit = _git(tmp, log, "rev-parse", "HEAD")
         applied = tuple((p.index, p.subject, sha) for p, sha in zip(patches, shas))
