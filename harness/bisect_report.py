@@ -193,9 +193,11 @@ def write(run: BisectRun) -> dict[str, Path]:
 def print_run(run: BisectRun, console: Console | None = None) -> None:
     """The step table (in test order), the conclusion and the evidence on both sides of it."""
     console = console or Console(highlight=False, width=None if sys.stdout.isatty() else 170)
-    table = Table(title=f"bisect ({run.plan.kind}): {escape(run.criterion.describe())} is "
-                        f"{'different' if run.plan.kind == 'revisions' else run.terms[1]}; "
-                        f"{run.scenario.cycles} x {run.scenario.name}")
+    if run.plan.kind == "revisions":
+        what = f"the first revision where '{run.criterion.describe()}' differs from {run.plan.positions[0].label}"
+    else:
+        what = f"{run.terms[1]} = {run.criterion.describe()}"
+    table = Table(title=f"bisect ({run.plan.kind}): {escape(what)}; {run.scenario.cycles} x {run.scenario.name}")
     for col in ("#", "position", "commit", "outcome", "failed cycles", "apply", "build", "boot", "cycles", "s",
                 "note"):
         table.add_column(col)
@@ -223,7 +225,8 @@ def print_run(run: BisectRun, console: Console | None = None) -> None:
         what = "patch" if pos.patch else "revision"
         line = f"first {run.terms[1]} {what}: {run.label(c.first_new)}"
         if pos.patch:
-            line += f" (commit {(step.commit or '?')[:12]}, {pos.patch.author}, Message-ID <{pos.patch.msgid}>)"
+            line += (f" (commit {(step.commit or '?')[:12]}, {pos.patch.author}"
+                     + (f", Message-ID <{pos.patch.msgid}>)" if pos.patch.msgid else ")"))
         console.print(line, style="bold", markup=False)
         old_step = run.step_at(c.last_old)
         side = Table(show_lines=False)

@@ -39,7 +39,8 @@ _NOT_KEPT = ("disk.img",)
 class Position:
     """What one position stands for: ``label`` (``patches 1-3``, ``patches/defects/late-provider``),
     the :class:`matrix.Request` that builds it, the expectations file, the tree ``commit`` when
-    known before running, and the ``patch`` added at this position (None for the base or a revision)."""
+    known before running, the ``patch`` added at this position (None for the base or a revision),
+    why it is known to be a ``skip`` without running it, and (revisions mode) the ``revision``."""
 
     index: int
     label: str
@@ -48,6 +49,7 @@ class Position:
     commit: str | None = None
     patch: series.Patch | None = None
     skip: str | None = None
+    revision: series.Series | None = None
 
 
 @dataclass(frozen=True)
@@ -131,19 +133,38 @@ def _is_bare(path: Path) -> bool:
         p.name != "expect.yaml" for p in path.iterdir())
 
 
-def plan_revisions(specs: list[str], base_req: matrix.Request, cache: Cache, log: CommandLog) -> Plan:
+def plan_revisions(specs: list[str], base_req: matrix.Request, cache: Cache, log: CommandLog, say: Say) -> Plan:
     """One position per revision in the order given; a ``patches/NAME`` directory holding only
-    ``expect.yaml`` is the bare tree.  Raises UsageError for fewer than two revisions."""
+    ``expect.yaml`` is the bare tree.  Each revision is loaded now (so a bad one fails before
+    anything is built) and applied on its own base (``--base``, else its base-commit, else HEAD).
+    Raises UsageError for fewer than two revisions, SeriesError for a bad one."""
     if len(specs) < 2:
         raise UsageError("--revisions needs at least two revisions, in order")
     kt = tree.resolve_tree(base_req.tree, cache, log)
     positions = []
     for i, spec in enumerate(specs):
         bare = _is_bare(Path(spec))
-        req = replace(base_req, series=None if bare else spec, upto=None)
+        rev = None if bare else series.load_revision(spec, cache, log, version=base_req.series_version,
+                                                     local_mbox=base_req.b4_local_mbox)[0]
+        base, warning = tree.resolve_base(kt, base_req.base, rev.base_commit if rev else None, log)
+        if warning:
+            say(f"warning: {spec}: {warning}")
+        req = replace(base_req, series=None if bare else spec, base=base, upto=None)
         expect = Path(spec) / "expect.yaml" if bare else matrix.expectations_file(spec)
-        positions.append(Position(i, spec, req, expect))
+        positions.append(Position(i, spec, req, expect, revision=rev))
     return Plan("revisions", tuple(positions), None, kt, None)
+
+
+def shared_prefix(reference: Position, found: Position) -> int:
+    """How many leading patches of ``found``'s revision are the whole of ``reference``'s, by diff:
+    that step of ``found`` is the reference itself (a stacked defect's first patches are the
+    revision it goes on), so an inner bisect can start there.  0 when the reference is not a
+    prefix (another version of the series, the bare tree)."""
+    ref, rev = reference.revision, found.revision
+    if ref is None or rev is None or ref.total > rev.total or reference.request.base != found.request.base:
+        return 0
+    same = all(a.diff == b.diff for a, b in zip(ref.patches, rev.patches))
+    return ref.total if same else 0
 
 
 class StepRunner:
@@ -161,16 +182,23 @@ class StepRunner:
     def position(self, index: int) -> Position:
         return self._by_index[index]
 
+    def expect(self, pos: Position) -> Path | None:
+        """The expectations a step runs with: the revision's with ``--verdict``; none with
+        ``--check``, where a check's own PASS/FAIL decides and a partial series' XPASS/XFAIL
+        against the whole revision's expectations would only confuse the evidence."""
+        return None if self.criterion.checks else pos.expect
+
     def _key(self, pos: Position) -> str:
         if self.plan.kind == "patches":
             return step_key(self.plan.base, tuple(self.plan.revision.patches[:pos.index]), pos.request,
-                            self.scenario, pos.expect)
-        return step_key(f"revision {pos.label} on {self.plan.tree.commit}", (), pos.request, self.scenario, pos.expect)
+                            self.scenario, self.expect(pos))
+        return step_key(pos.request.base, pos.revision.patches if pos.revision else (), pos.request,
+                        self.scenario, self.expect(pos))
 
     def reproducer(self, pos: Position) -> str:
         """``harness run ... --bisect-exit --check NAME``: reruns the step and exits 0/1/125 as it did."""
-        expect = str(pos.expect) if pos.expect else None
-        line = matrix.reproducer(pos.request, [self.scenario], expect) + " --bisect-exit"
+        expect = self.expect(pos)
+        line = matrix.reproducer(pos.request, [self.scenario], str(expect) if expect else None) + " --bisect-exit"
         line += "".join(f" --check {c}" for c in self.criterion.checks)
         if self.criterion.threshold > 1:
             line += f" --threshold {self.criterion.threshold}"
@@ -198,7 +226,7 @@ class StepRunner:
             shutil.rmtree(step_dir, ignore_errors=True)
             self.say(f"{pos.label}: apply, build, boot, {self.scenario.cycles} x {self.scenario.name}")
             run = matrix.run_cell(pos.request, [self.scenario], step_dir.resolve(), self.cache, self.say,
-                                  pos.expect, self.reproducer(pos), None,
+                                  self.expect(pos), self.reproducer(pos), None,
                                   f"{pos.label}/{pos.request.profile}/{self.scenario.name}", self.hooks)
             if run.error and run.exit_code == 130:
                 raise KeyboardInterrupt(run.error)

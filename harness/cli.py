@@ -384,15 +384,20 @@ def cmd_bisect(args, cache: Cache) -> int:
         _say(f"step {step.label}: {step.outcome.value} ({step.judgement.reason})")
 
     if args.revisions:
-        plan = bisect_run.plan_revisions(args.revisions, base_req, cache, log)
+        plan = bisect_run.plan_revisions(args.revisions, base_req, cache, log, _say)
         runner = bisect_run.StepRunner(plan, scenario, criterion, out, cache, _say, not args.no_reuse)
         steps, conclusion, error, worst, ref_failing = bisect_run.bisect_revisions(plan, runner, said)
         inner = None
         if args.then_patches and conclusion.status == "found" and plan.positions[conclusion.first_new].request.series:
-            spec = plan.positions[conclusion.first_new].request.series
+            found = plan.positions[conclusion.first_new]
+            spec = found.request.series
             inner_crit = replace(criterion, first_fixed=bool(ref_failing))
-            _say(f"bisect the patches of {spec}: first patch where {inner_crit.describe()}")
-            inner_plan = bisect_run.plan_patches(spec, replace(base_req, base=None), cache, log, _say, None, None)
+            good = bisect_run.shared_prefix(plan.positions[0], found)
+            _say(f"bisect the patches of {spec}: first patch where {inner_crit.describe()}"
+                 + (f"; its first {good} patches are {plan.positions[0].label}, so the search starts there"
+                    if good else ""))
+            inner_plan = bisect_run.plan_patches(spec, replace(base_req, base=found.request.base), cache, log, _say,
+                                                 good or None, None)
             inner_runner = bisect_run.StepRunner(inner_plan, scenario, inner_crit, out / "patches", cache, _say,
                                                  not args.no_reuse)
             i_start = time.monotonic()

@@ -292,3 +292,17 @@ def test_no_reply_without_a_single_patch_or_its_message_id(tmp_path):
                      steps=defect.steps + (replace(defect.steps[-1], position=6, label="patches 1-6"),))
     with pytest.raises(ValueError, match="no Message-ID"):
         bisect_report.reply_mail(defect, "a@b")
+
+
+def test_an_inner_bisect_starts_where_a_stacked_revision_stops_being_the_reference(tmp_path):
+    cache, log = Cache(tmp_path / "cache"), CommandLog()
+
+    def position(name: str, base: str = "b" * 40) -> bisect_run.Position:
+        rev, _ = series.load_revision(str(ROOT / "patches" / name), cache, log)
+        return bisect_run.Position(0, name, matrix.Request(series=name, base=base), None, revision=rev)
+
+    backport, late = position("v9-backport-6.12"), position("defects/late-provider")
+    assert bisect_run.shared_prefix(backport, late) == 5
+    assert bisect_run.shared_prefix(late, position("defects/no-noirq-wiring")) == 0  # a sibling, not a prefix
+    assert bisect_run.shared_prefix(backport, position("defects/late-provider", base="c" * 40)) == 0
+    assert bisect_run.shared_prefix(bisect_run.Position(0, "bare", matrix.Request(), None), late) == 0
