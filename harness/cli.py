@@ -44,7 +44,7 @@ def _add_series_options(p: argparse.ArgumentParser, positional: bool = False) ->
 
 
 def _add_tree_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tree", metavar="PATH", help="kernel git tree (default: the embedded linux-source-6.12)")
+    p.add_argument("--tree", metavar="PATH|NAME", help=TREE_HELP)
     p.add_argument("--base", metavar="REF",
                    help="commit to apply the series on (default: its base-commit if the tree has it, else HEAD)")
     p.add_argument("--upto", type=int, metavar="K", help="apply only the first K patches of the series")
@@ -53,6 +53,10 @@ def _add_tree_options(p: argparse.ArgumentParser) -> None:
                         f"(default: {' '.join(kconfig.DEFAULT_FRAGMENTS)})")
     p.add_argument("-j", "--jobs", type=int, help="make -j (default: number of CPUs)")
 
+
+TREE_HELP = (f"kernel git tree: a path to your checkout (never written to), or an embedded tree: "
+             f"{', '.join(f'{n} ({s.description})' for n, s in fetch.EMBEDDED_TREES.items())} "
+             f"(default: {fetch.DEFAULT_TREE})")
 
 GIT_BISECT_RUN_HELP = """\
 With --bisect-exit, `git bisect run harness run --tree . --bisect-exit --check NAME` works:
@@ -121,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("setup", help="download guest packages and import the default kernel tree into the cache")
+    p = sub.add_parser("setup", help="download guest packages and import the embedded kernel trees into the cache")
+    p.add_argument("--tree", action="append", metavar="NAME", choices=sorted(tree.EMBEDDED_TREES),
+                   help="embedded tree to fetch and import; repeatable (default: those matrices/default.yaml uses)")
 
     p = sub.add_parser("series", help="inspect a series revision")
     ssub = p.add_subparsers(dest="series_command", required=True)
@@ -185,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series-version", type=int, metavar="N", help="with a message-id: which revision (b4 am -v N)")
     p.add_argument("--b4-local-mbox", type=Path, metavar="MBOX",
                    help="with a message-id: let b4 read this mbox instead of lore (b4 am -m)")
-    p.add_argument("--tree", metavar="PATH", help="kernel git tree (default: the embedded linux-source-6.12)")
+    p.add_argument("--tree", metavar="PATH|NAME", help=TREE_HELP)
     p.add_argument("--base", metavar="REF", help="commit to apply on (default: the series' base-commit, else HEAD)")
     p.add_argument("--kconfig", metavar="FRAGMENT", action="append",
                    help=f"kconfig fragment; repeatable (default: {' '.join(kconfig.DEFAULT_FRAGMENTS)})")
@@ -279,10 +285,12 @@ def cmd_setup(args, cache: Cache) -> int:
     log = CommandLog(cache.root / "setup.log")
     toolchain.check_host_tools()
     sysroot = fetch.guest_sysroot(cache, log)
-    kt = tree.embedded_tree(cache, log)
+    names = args.tree or matrix.trees_used(matrix.find_matrix("default"))
     print(f"cache:    {cache.root}")
     print(f"sysroot:  {sysroot}")
-    print(f"tree:     {kt.path} ({kt.describe}, {kt.commit[:12]}, Linux {kt.version})")
+    for name in names:
+        kt = tree.embedded_tree(cache, log, name, _say)
+        print(f"tree:     {name}: {kt.path} ({kt.describe}, {kt.commit[:12]}, Linux {kt.version})")
     print(f"compiler: {toolchain.arm64(cache).gcc_version}")
     print(f"qemu:     {toolchain.qemu_version()}")
     return 0

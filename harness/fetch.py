@@ -1,28 +1,67 @@
-"""Downloads kept in the cache: arm64 guest packages and Debian's kernel source.
+"""Downloads kept in the cache: arm64 guest packages and Debian's kernel sources.
 
 arm64 packages are fetched with ``apt-get download`` against apt lists kept
 in the cache (``APT::Architectures=arm64``), so the host's dpkg
 architectures, package lists and installed packages are never changed; they
 are unpacked with ``dpkg-deb -x`` into a sysroot directory under the cache.
+
+Kernel sources of other Debian suites (the 2026 kernels of unstable, testing and
+trixie-backports) come the same way: a sources list and lists directory of the
+harness's own under the cache, pointing at the Debian archive the host's apt already
+uses (read with ``apt-get indextargets``); which version is taken is resolved from
+those lists at set-up time, never written down here.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.cache import Cache, atomic_dir, content_key
-from harness.errors import SetupError
+from harness.errors import SetupError, UsageError
 from harness.proc import CommandLog, run, tail
 
 #: arm64 packages unpacked into the guest sysroot: busybox for the shell,
 #: util-linux for ``rtcwake`` (dynamic), libc6 for its loader and libc.
 GUEST_PACKAGES = ("busybox-static", "util-linux", "libc6")
 
+
+@dataclass(frozen=True)
+class KernelSource:
+    """Where an embedded tree comes from: its ``name`` (``debian-7.2``, what ``--tree`` takes),
+    the Debian ``package`` wanted, the ``suites`` searched for it (empty: the host's own apt
+    lists, as for the LTS tree of the host's release), and a ``fallback`` package-name prefix
+    searched in ``fallback_suites`` when no suite has the package any more (versions move)."""
+
+    name: str
+    package: str
+    suites: tuple[str, ...] = ()
+    fallback: str | None = None
+    fallback_suites: tuple[str, ...] = ()
+    description: str = ""
+
+
+#: The embedded trees.  debian-6.12 is the LTS row (Debian 12's own linux-source-6.12);
+#: debian-7.2 is the series' era (April-May 2026): the newest linux-source-7.2 of unstable or
+#: testing, else the newest linux-source-7.* of those or trixie-backports, with a warning.
+EMBEDDED_TREES = {
+    "debian-6.12": KernelSource("debian-6.12", "linux-source-6.12", description="Linux 6.12 LTS (Debian 12)"),
+    "debian-7.2": KernelSource("debian-7.2", "linux-source-7.2", ("unstable", "testing"), "linux-source-7.",
+                               ("unstable", "testing", "trixie-backports"), "Linux 7.x (the series' era)"),
+}
+#: The tree used when none is named.
+DEFAULT_TREE = "debian-6.12"
 #: Debian package holding the embedded default kernel tree.
-LINUX_SOURCE_PACKAGE = "linux-source-6.12"
+LINUX_SOURCE_PACKAGE = EMBEDDED_TREES[DEFAULT_TREE].package
+#: The Debian archive signing keys (package debian-archive-keyring) that sign every suite's Release.
+DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+#: Seconds for apt-get update of the kernel-source lists and for one download (a .deb of ~170 MB).
+APT_UPDATE_TIMEOUT, APT_DOWNLOAD_TIMEOUT = 300, 1800
 
 
 @dataclass(frozen=True)
@@ -114,26 +153,49 @@ def guest_sysroot(cache: Cache, log: CommandLog) -> Path:
     return final
 
 
-def linux_source(cache: Cache, log: CommandLog) -> SourceTarball:
-    """Return Debian's linux-source-6.12 tarball, downloaded once into ``src/``.
+def _series_of(package: str) -> str:
+    """``linux-source-7.2`` -> ``7.2``."""
+    return package[len("linux-source-"):]
 
-    The .deb is downloaded with ``apt-get download`` (nothing is installed),
-    its tarball kept as ``src/linux-source-<deb version>.tar.xz`` and the
-    .deb deleted.  Raises :class:`SetupError` on a failed download.
-    """
+
+def linux_source(cache: Cache, log: CommandLog, name: str = DEFAULT_TREE,
+                 say=lambda message: None) -> SourceTarball:
+    """Return the kernel source tarball of the embedded tree ``name``, downloaded once into ``src/``.
+
+    The .deb is downloaded with ``apt-get download`` (nothing is installed), its tarball kept
+    as ``src/linux-source-<deb version>.tar.xz`` and the .deb deleted.  A tree whose source has
+    ``suites`` is resolved in the harness's own apt lists (:func:`resolve_kernel_source`); the
+    version found first is kept until the cache entry is removed.  Raises :class:`SetupError`
+    on a failed download and :class:`~harness.errors.UsageError` for an unknown name."""
+    source = EMBEDDED_TREES.get(name)
+    if source is None:
+        raise UsageError(f"no embedded tree {name!r} (known: {', '.join(EMBEDDED_TREES)})")
     src = cache.path("src", "x").parent
-    hits = sorted(src.glob("linux-source-*.tar.xz"))
+    prefixes = (f"{source.package}.",) + ((source.fallback,) if source.fallback else ())
+    hits = sorted((p for p in src.glob("linux-source-*.tar.xz") if p.name.startswith(prefixes)),
+                  key=functools.cmp_to_key(lambda a, b: _compare_versions(
+                      _tarball_info(a).deb_version.replace("_", "~"), _tarball_info(b).deb_version.replace("_", "~"),
+                      log)))
     if hits:
         return _tarball_info(hits[-1])
+    if source.suites:
+        package, version, suite = resolve_kernel_source(source, cache, log)
+        if package != source.package or suite not in source.suites:
+            say(f"warning: {source.package} is not in {' or '.join(source.suites)}; "
+                f"took {package} {version} from {suite}")
+        argv, wanted = ["apt-get", *_source_apt_options(cache), "download", f"{package}={version}"], package
+    else:
+        argv, wanted = ["apt-get", "download", source.package], source.package
     with tempfile.TemporaryDirectory(dir=src, prefix=".download.") as tmp:
-        res = run(["apt-get", "download", LINUX_SOURCE_PACKAGE], log, cwd=Path(tmp))
+        say(f"download {wanted} (about 150-170 MB) ...")
+        res = run(argv, log, cwd=Path(tmp), timeout=APT_DOWNLOAD_TIMEOUT)
         if res.returncode != 0:
-            raise SetupError(f"apt-get download {LINUX_SOURCE_PACKAGE} failed:\n{tail(res.output)}\n"
+            raise SetupError(f"apt-get download {wanted} failed:\n{tail(res.output)}\n"
                              "Run `apt-get update` (as root), then `make setup` again.")
         deb = next(Path(tmp).glob("*.deb"))
         deb_version = run(["dpkg-deb", "-f", deb, "Version"], log).output.strip()
         unpack = Path(tmp) / "x"
-        res = run(["dpkg-deb", "-x", deb, unpack], log)
+        res = run(["dpkg-deb", "-x", deb, unpack], log, timeout=APT_DOWNLOAD_TIMEOUT)
         if res.returncode != 0:
             raise SetupError(f"dpkg-deb -x {deb.name} failed:\n{tail(res.output)}")
         tarball = next((unpack / "usr" / "src").glob("linux-source-*.tar.xz"))
@@ -141,6 +203,108 @@ def linux_source(cache: Cache, log: CommandLog) -> SourceTarball:
         shutil.move(tarball, final.with_suffix(".tmp"))
         final.with_suffix(".tmp").replace(final)
     return _tarball_info(final)
+
+
+# --- Kernel sources of other suites ------------------------------------------------------------
+
+#: ``apt-cache madison`` lines: ``linux-source-7.2 |   7.2.13-1 | http://.../debian sid/main amd64 Packages``.
+_MADISON = re.compile(r"^\s*(?P<pkg>\S+)\s*\|\s*(?P<version>\S+)\s*\|\s*(?P<uri>\S+)\s+(?P<dist>[^/\s]+)/", re.M)
+#: Suite names as Release files spell them (Suite vs Codename): apt lists print the name used in
+#: the sources list, which is the one we wrote.
+_SUITE_ALIASES = {"sid": "unstable", "forky": "testing"}
+
+
+def debian_mirror(log: CommandLog) -> str:
+    """The Debian archive URI the host's apt uses (``Origin: Debian``, ``Label: Debian``), from
+    ``apt-get indextargets``; ``$HARNESS_DEBIAN_MIRROR`` overrides it.  Raises SetupError when
+    the host has no Debian archive in its sources (or has never run ``apt-get update``)."""
+    if os.environ.get("HARNESS_DEBIAN_MIRROR"):
+        return os.environ["HARNESS_DEBIAN_MIRROR"].rstrip("/")
+    res = run(["apt-get", "indextargets", "--format", "$(ORIGIN)|$(LABEL)|$(REPO_URI)"], log, timeout=60)
+    for line in res.output.splitlines():
+        origin, _, rest = line.partition("|")
+        label, _, uri = rest.partition("|")
+        if origin == "Debian" and label == "Debian" and uri.startswith(("http://", "https://", "file:")):
+            return uri.rstrip("/")
+    raise SetupError("no Debian archive among the host's apt sources (apt-get indextargets): run "
+                     "`apt-get update` as root, or set HARNESS_DEBIAN_MIRROR to a Debian mirror URI")
+
+
+def _source_apt_dir(cache: Cache) -> Path:
+    base = cache.path("apt-sources", "x").parent
+    (base / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (base / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def _source_apt_options(cache: Cache) -> list[str]:
+    """apt options that read only the harness's sources list and lists under ``apt-sources/``."""
+    base = _source_apt_dir(cache)
+    return ["-o", f"Dir::Etc::SourceList={base / 'sources.list'}", "-o", "Dir::Etc::SourceParts=/dev/null",
+            "-o", f"Dir::State::Lists={base / 'lists'}", "-o", f"Dir::Cache={base / 'cache'}",
+            "-o", "Debug::NoLocking=1"]
+
+
+def update_source_lists(cache: Cache, log: CommandLog, suites: tuple[str, ...]) -> None:
+    """Write ``apt-sources/sources.list`` for ``suites`` of the host's Debian archive (main) and
+    run ``apt-get update`` on it.  Raises SetupError naming the suites when apt fails."""
+    base = _source_apt_dir(cache)
+    mirror = debian_mirror(log)
+    signed = f"[signed-by={DEBIAN_KEYRING}] " if DEBIAN_KEYRING.is_file() else ""
+    text = "".join(f"deb {signed}{mirror} {suite} main\n" for suite in suites)
+    (base / "sources.list").write_text(text)
+    res = run(["apt-get", *_source_apt_options(cache), "update"], log, timeout=APT_UPDATE_TIMEOUT)
+    if res.returncode != 0 or re.search(r"^(E|Err):", res.output, re.M):
+        raise SetupError(f"apt-get update of {', '.join(suites)} from {mirror} failed:\n{tail(res.output)}\n"
+                         f"(sources list: {base / 'sources.list'}; the host's apt configuration is not used)")
+
+
+def _compare_versions(a: str, b: str, log: CommandLog) -> int:
+    """dpkg's ordering of two Debian versions (-1, 0, 1): ``7.2.9-1`` < ``7.2.13-1``."""
+    if a == b:
+        return 0
+    res = run(["dpkg", "--compare-versions", a, "lt", b], log, timeout=30)
+    return -1 if res.returncode == 0 else 1
+
+
+def madison(output: str) -> list[tuple[str, str, str]]:
+    """``(package, version, suite)`` from ``apt-cache madison`` output (suite as in the sources list)."""
+    return [(m["pkg"], m["version"], _SUITE_ALIASES.get(m["dist"], m["dist"])) for m in _MADISON.finditer(output)]
+
+
+def pick_kernel_source(offers: list[tuple[str, str, str]], source: KernelSource,
+                       compare) -> tuple[str, str, str]:
+    """Choose from ``(package, version, suite)`` offers: the newest ``source.package`` in
+    ``source.suites``; else the newest package starting with ``source.fallback`` (by its series,
+    then version) in ``source.fallback_suites``.  ``compare(a, b)`` orders Debian versions.
+    Raises SetupError listing what was offered."""
+    key = functools.cmp_to_key(compare)
+    wanted = [o for o in offers if o[0] == source.package and o[2] in source.suites]
+    if wanted:
+        return max(wanted, key=lambda o: key(o[1]))
+    fallback = [o for o in offers if source.fallback and o[0].startswith(source.fallback)
+                and o[2] in source.fallback_suites]
+    if fallback:
+        return max(fallback, key=lambda o: (tuple(int(x) for x in re.findall(r"\d+", _series_of(o[0]))), key(o[1])))
+    seen = ", ".join(f"{p} {v} ({s})" for p, v, s in offers) or "nothing"
+    raise SetupError(f"no {source.package} in {', '.join(source.suites)} and no {source.fallback}* in "
+                     f"{', '.join(source.fallback_suites)} (offered: {seen})")
+
+
+def resolve_kernel_source(source: KernelSource, cache: Cache, log: CommandLog) -> tuple[str, str, str]:
+    """``(package, version, suite)`` of the kernel source to fetch for ``source``, from fresh lists
+    of its suites.  Raises SetupError when apt fails or nothing fits."""
+    suites = tuple(dict.fromkeys(source.suites + source.fallback_suites))
+    update_source_lists(cache, log, suites)
+    opts = _source_apt_options(cache)
+    names = [source.package]
+    if source.fallback:
+        found = run(["apt-cache", *opts, "search", "--names-only", f"^{re.escape(source.fallback)}[0-9.]+$"],
+                    log, timeout=120).output
+        names += [line.split(" - ")[0].strip() for line in found.splitlines() if line.strip()]
+    res = run(["apt-cache", *opts, "madison", *dict.fromkeys(names)], log, timeout=120)
+    return pick_kernel_source(madison(res.output), source,
+                              lambda a, b: _compare_versions(a, b, log))
 
 
 def _tarball_info(path: Path) -> SourceTarball:

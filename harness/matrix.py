@@ -183,7 +183,7 @@ def reproducer(req: Request, scenarios: list[suspend.Scenario], expect: str | No
     """The ``harness run`` command line that reruns one cell (or a run) by itself."""
     argv = ["harness", "run", "--profile", req.profile]
     if req.tree:
-        argv += ["--tree", str(Path(req.tree).resolve())]
+        argv += ["--tree", req.tree if req.tree in tree.EMBEDDED_TREES else str(Path(req.tree).resolve())]
     for opt in ("series", "base", "upto", "series_version"):
         if getattr(req, opt) is not None:
             argv += [f"--{opt.replace('_', '-')}", str(getattr(req, opt))]
@@ -407,6 +407,12 @@ def load_matrix(path: Path, kconfig_override: tuple[str, ...] | None = None, job
     if dupes:
         raise ConfigError(f"{where}: cells declared twice: {', '.join(dupes)}")
     return Matrix(str(data["name"]), path, str(data.get("description") or "").strip(), tuple(cells))
+
+
+def trees_used(mx: Matrix) -> list[str]:
+    """The embedded trees (names) the cells of ``mx`` build on, the default tree first."""
+    names = [c.request.tree or tree.DEFAULT_TREE for c in mx.cells if not c.skip]
+    return [n for n in dict.fromkeys([tree.DEFAULT_TREE] + names) if n in tree.EMBEDDED_TREES]
 
 
 def find_matrix(name: str, **kw) -> Matrix:

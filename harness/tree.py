@@ -1,5 +1,6 @@
-"""Kernel source trees: the embedded default (Debian's linux-source-6.12
-imported into a git repository in the cache) or a user's git checkout.
+"""Kernel source trees: the embedded ones (Debian's linux-source packages imported
+into git repositories in the cache, named ``debian-6.12`` and ``debian-7.2``, see
+:data:`harness.fetch.EMBEDDED_TREES`) or a user's git checkout.
 
 The harness never writes to a user's tree: builds go to ``O=`` directories
 in the cache.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from harness.cache import Cache, atomic_dir, atomic_write, content_key
 from harness.errors import ApplyError, SetupError, UsageError
-from harness.fetch import linux_source
+from harness.fetch import DEFAULT_TREE, EMBEDDED_TREES, linux_source
 from harness.proc import CommandLog, run, tail
 
 #: Top-level Makefile lines that give the kernel version.
@@ -85,17 +86,20 @@ def user_tree(path: Path, log: CommandLog) -> KernelTree:
     return KernelTree(path, commit, version, describe or commit[:12], embedded=False)
 
 
-def embedded_tree(cache: Cache, log: CommandLog) -> KernelTree:
-    """Return the embedded default tree, importing linux-source-6.12 on first use.
+def embedded_tree(cache: Cache, log: CommandLog, name: str = DEFAULT_TREE, say=lambda message: None) -> KernelTree:
+    """Return the embedded tree ``name`` (``debian-6.12``, ``debian-7.2``), importing its Debian
+    linux-source on first use.
 
     The tarball is extracted, Debian's ignore-everything ``.gitignore`` block
     dropped, and the whole tree committed once with a fixed identity and date
-    and tagged ``debian/<deb version>``.  Raises :class:`SetupError` on failure.
+    and tagged ``debian/<deb version>``, so every machine gets the same commit for the same
+    Debian version.  Raises :class:`SetupError` on failure, UsageError for an unknown name.
     """
-    tarball = linux_source(cache, log)
+    tarball = linux_source(cache, log, name, say)
     final = cache.root / "trees" / f"linux-{tarball.deb_version}"
     tag = f"debian/{tarball.deb_version}"
     if not (final / ".git").is_dir():
+        say(f"import {tarball.path.name} into a git tree (once) ...")
         with atomic_dir(final) as tmp:
             res = run(["tar", "-xJf", tarball.path, "-C", tmp, "--strip-components=1"], log)
             if res.returncode != 0:
@@ -116,11 +120,15 @@ def embedded_tree(cache: Cache, log: CommandLog) -> KernelTree:
     return KernelTree(final, commit, kernel_version(final), tag, embedded=True)
 
 
-def resolve_tree(path: str | os.PathLike | None, cache: Cache, log: CommandLog) -> KernelTree:
-    """Return the user's tree at ``path``, or the embedded default when ``path`` is None."""
+def resolve_tree(path: str | os.PathLike | None, cache: Cache, log: CommandLog, say=lambda message: None
+                 ) -> KernelTree:
+    """Return the embedded tree named ``path`` (``debian-7.2``), the user's tree at ``path``, or the
+    embedded default when ``path`` is None."""
+    if path and str(path) in EMBEDDED_TREES:
+        return embedded_tree(cache, log, str(path), say)
     if path:
         return user_tree(Path(path), log)
-    return embedded_tree(cache, log)
+    return embedded_tree(cache, log, DEFAULT_TREE, say)
 
 
 # --- Worktrees: where revisions are applied and every build happens -------------------
