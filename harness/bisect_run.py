@@ -96,7 +96,7 @@ def plan_patches(spec: str, base_req: matrix.Request, cache: Cache, log: Command
     UsageError (2) for ends outside 0..N."""
     kt = tree.resolve_tree(base_req.tree, cache, log)
     rev, _ = series.load_revision(spec, cache, log, version=base_req.series_version,
-                                  local_mbox=base_req.b4_local_mbox)
+                                  local_mbox=base_req.b4_local_mbox, tree=base_req.tree)
     base, warning = tree.resolve_base(kt, base_req.base, rev.base_commit, log)
     if warning:
         say(f"warning: {warning}")
@@ -145,7 +145,7 @@ def plan_revisions(specs: list[str], base_req: matrix.Request, cache: Cache, log
     for i, spec in enumerate(specs):
         bare = _is_bare(Path(spec))
         rev = None if bare else series.load_revision(spec, cache, log, version=base_req.series_version,
-                                                     local_mbox=base_req.b4_local_mbox)[0]
+                                                     local_mbox=base_req.b4_local_mbox, tree=base_req.tree)[0]
         base, warning = tree.resolve_base(kt, base_req.base, rev.base_commit if rev else None, log)
         if warning:
             say(f"warning: {spec}: {warning}")

@@ -43,6 +43,12 @@ class SeriesError(HarnessError):
     exit_code = 3
 
 
+class FetchError(SeriesError):
+    """A series could not be fetched from lore (b4 failed: no network, unknown id) (exit 3).
+
+    The series may be fine: a matrix cell that needs it is SKIP, not ERROR."""
+
+
 class ApplyError(HarnessError):
     """A patch did not apply (exit 4).  ``patch_index`` is the 1-based index of the patch
     that failed, when ``git am`` said which."""

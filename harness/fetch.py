@@ -48,7 +48,7 @@ class KernelSource:
 
 #: The embedded trees.  debian-6.12 is the LTS row (Debian 12's own linux-source-6.12);
 #: debian-7.2 is the series' era (April-May 2026): the newest linux-source-7.2 of unstable or
-#: testing, else the newest linux-source-7.* of those or trixie-backports, with a warning.
+#: testing, else of trixie-backports, else the newest linux-source-7.* of those, with a warning.
 EMBEDDED_TREES = {
     "debian-6.12": KernelSource("debian-6.12", "linux-source-6.12", description="Linux 6.12 LTS (Debian 12)"),
     "debian-7.2": KernelSource("debian-7.2", "linux-source-7.2", ("unstable", "testing"), "linux-source-7.",
@@ -275,13 +275,16 @@ def madison(output: str) -> list[tuple[str, str, str]]:
 def pick_kernel_source(offers: list[tuple[str, str, str]], source: KernelSource,
                        compare) -> tuple[str, str, str]:
     """Choose from ``(package, version, suite)`` offers: the newest ``source.package`` in
-    ``source.suites``; else the newest package starting with ``source.fallback`` (by its series,
-    then version) in ``source.fallback_suites``.  ``compare(a, b)`` orders Debian versions.
+    ``source.suites``; else the newest ``source.package`` in ``source.fallback_suites`` (trixie-
+    backports builds 7.2 too, and the 7.x port applies to 7.2, not to 7.3); else the newest
+    package starting with ``source.fallback`` (by its series, then version) in
+    ``source.fallback_suites``.  ``compare(a, b)`` orders Debian versions.
     Raises SetupError listing what was offered."""
     key = functools.cmp_to_key(compare)
-    wanted = [o for o in offers if o[0] == source.package and o[2] in source.suites]
-    if wanted:
-        return max(wanted, key=lambda o: key(o[1]))
+    for suites in (source.suites, source.fallback_suites):
+        wanted = [o for o in offers if o[0] == source.package and o[2] in suites]
+        if wanted:
+            return max(wanted, key=lambda o: key(o[1]))
     fallback = [o for o in offers if source.fallback and o[0].startswith(source.fallback)
                 and o[2] in source.fallback_suites]
     if fallback:

@@ -44,6 +44,8 @@ def render(results: list[dict]) -> str:
         props = ET.SubElement(suite, "properties")
         for key, value in (("verdict", doc.get("verdict")), ("defect", doc.get("defect")),
                            ("commit", (doc.get("tree") or {}).get("commit")),
+                           ("tree", " ".join(x for x in ((doc.get("tree") or {}).get("name"),
+                                                         (doc.get("tree") or {}).get("describe")) if x)),
                            ("kernel", (doc.get("versions") or {}).get("kernel")),
                            ("reproducer", doc.get("command"))):
             if value:

@@ -43,8 +43,8 @@ def render(results: list[dict]) -> dict:
         commit = tree.get("base") or ""
         patchset = series.get("patchset_hash", "")
         checkout_id = _id("checkout", commit, patchset)
-        checkout = {"id": checkout_id, "origin": ORIGIN, "tree_name": "linux-6.12-debian" if tree.get("embedded")
-                    else "user-tree", "patchset_hash": patchset, "valid": bool(tree.get("commit"))}
+        checkout = {"id": checkout_id, "origin": ORIGIN, "tree_name": tree.get("name") or ("debian-6.12" if tree.get("embedded")
+                                                                             else "user-tree"), "patchset_hash": patchset, "valid": bool(tree.get("commit"))}
         if commit:
             checkout["git_commit_hash"] = commit
         if tree.get("describe"):

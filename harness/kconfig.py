@@ -145,7 +145,9 @@ def configure(tree: Path, out_dir: Path, requests: list[Request], toolchain: Too
     if mismatches:
         lines = "\n".join(f"  CONFIG_{m.request.symbol}: requested {m.request.value}, got {m.actual} "
                           f"({m.request.where})" for m in mismatches)
+        from harness.tree import kernel_version  # tree imports nothing of kconfig: no cycle
         raise KconfigMismatch(f"{len(mismatches)} requested kconfig symbol(s) did not survive olddefconfig "
-                          f"(missing dependency or unknown symbol):\n{lines}\n"
-                          f"Fix the fragment, or add the symbols they depend on. Resulting config: {config}")
+                              f"on Linux {kernel_version(tree)} ({tree}) "
+                              f"(missing dependency or unknown symbol):\n{lines}\n"
+                              f"Fix the fragment, or add the symbols they depend on. Resulting config: {config}")
     return KconfigResult(config, tuple(requests))

@@ -32,7 +32,7 @@ from harness import (__version__, build, checks, dmesg, fetch, kconfig, modules,
 from harness.scenarios import find_scenario, uniform, with_cycles
 from harness.cache import Cache
 from harness.config import check_keys, load_yaml_mapping
-from harness.errors import ConfigError, HarnessError, UsageError
+from harness.errors import ConfigError, FetchError, HarnessError, UsageError
 from harness.guest import GuestSession
 from harness.proc import CommandLog
 
@@ -80,12 +80,14 @@ class GuestArtifacts:
 def applied_tree(req: Request, cache: Cache, log: CommandLog,
                  say: Say) -> tuple[tree.AppliedTree, series.Series | None]:
     """The worktree to build: the tree at its base, with the series (or its first ``upto`` patches),
-    and the series itself (None without one).
+    and the series itself (None without one).  Without a tree in ``req``, a manifest's own
+    ``tree:`` (v6/v9: the embedded 7.x tree) is used, else the default tree.
 
     Raises SeriesError (3), ApplyError (4) or UsageError (2)."""
-    kt = tree.resolve_tree(req.tree, cache, log)
-    rev = (series.load_revision(req.series, cache, log, version=req.series_version,
-                                local_mbox=req.b4_local_mbox)[0] if req.series else None)
+    rev, manifest = (series.load_revision(req.series, cache, log, version=req.series_version,
+                                          local_mbox=req.b4_local_mbox, tree=req.tree)
+                     if req.series else (None, None))
+    kt = tree.resolve_tree(req.tree or (manifest.tree if manifest else None), cache, log, say)
     base, warning = tree.resolve_base(kt, req.base, rev.base_commit if rev else None, log)
     if warning:
         say(f"warning: {warning}")
@@ -170,9 +172,17 @@ class Cell:
     skip: str | None = None
 
     @property
+    def tree(self) -> str:
+        """The tree's name: an embedded tree's (``debian-7.2``), or a checkout's directory name."""
+        t = self.request.tree or tree.DEFAULT_TREE
+        return t if t in tree.EMBEDDED_TREES else Path(t).name
+
+    @property
     def id(self) -> str:
-        """``revision/profile/scenario``, unique within a matrix."""
-        return f"{self.revision}/{self.request.profile}/{self.scenario.name}"
+        """``revision/profile/scenario``, unique within a matrix; a revision on another tree than the
+        default carries it (``defects/late-provider@debian-7.2/virt-mmio/s2idle-rtc``)."""
+        on = "" if self.tree == tree.DEFAULT_TREE else f"@{self.tree}"
+        return f"{self.revision}{on}/{self.request.profile}/{self.scenario.name}"
 
     @property
     def dirname(self) -> str:
@@ -248,7 +258,7 @@ def run_cell(req: Request, scenarios: list[suspend.Scenario], out: Path, cache: 
             req, log=log, say=say, timings=result.timings)
         result.tree = {"path": str(art.tree.source.path), "worktree": str(art.tree.path),
                        "commit": art.tree.commit, "base": art.tree.base, "describe": art.tree.describe,
-                       "version": art.tree.version, "embedded": art.tree.embedded,
+                       "version": art.tree.version, "embedded": art.tree.embedded, "name": art.tree.source.name,
                        "series_version": art.tree.series_version,
                        "patches": [{"index": i, "subject": s, "commit": c} for i, s, c in art.tree.patch_commits]}
         result.series = series_record(art.series, len(art.tree.patch_commits))
@@ -340,21 +350,32 @@ def _is_bare(rev_dir: Path) -> bool:
     return not any(p.name != "expect.yaml" for p in rev_dir.iterdir())
 
 
-def _skip_reason(rev_dir: Path, tree_path: str | None) -> str | None:
-    """Why a manifest revision (``series.yaml``) cannot run here, or None.
-
-    A manifest names a lore series written against a mainline tree: it needs its mbox
-    (``mbox:`` or a b4 fetch, which needs lore) and a ``tree:`` to apply to."""
+def _skip_reason(rev_dir: Path) -> str | None:
+    """Why a manifest revision (``series.yaml``) cannot run, known without the network: its
+    ``mbox:`` names a file that is not there.  Whether lore can be reached is found out when
+    the cell runs (:func:`unfetchable`)."""
     if not (rev_dir / "series.yaml").is_file():
         return None
     manifest = series.load_manifest(rev_dir / "series.yaml")
-    missing = []
-    if manifest.mbox is None or not manifest.mbox.is_file():
-        missing.append(f"no local mbox (set 'mbox:' in {manifest.path} to the file `b4 am "
-                       f"{manifest.message_id}` writes; lore is not reachable from here)")
-    if not tree_path:
-        missing.append("no 'tree:' in the row (the series applies to a 2026 mainline tree, not the embedded 6.12)")
-    return "; ".join(missing) or None
+    if manifest.mbox is not None and not manifest.mbox.is_file():
+        return f"mbox {manifest.mbox} (named in {manifest.path}) does not exist"
+    return None
+
+
+def unfetchable(cell: "Cell", cache: Cache, log: CommandLog) -> str | None:
+    """For a manifest cell (v6, v9): None when its series can be had (a local ``mbox:``, b4's cache,
+    or lore now), else why not and the command that gets it where lore is reachable."""
+    rev_dir = ROOT / "patches" / cell.revision
+    if not (rev_dir / "series.yaml").is_file():
+        return None
+    try:
+        series.load_revision(str(rev_dir), cache, log)
+    except FetchError:
+        manifest = series.load_manifest(rev_dir / "series.yaml")
+        return (f"lore unreachable and no local mbox: `b4 am -o patches/{cell.revision} {manifest.message_id}` "
+                f"where lore is reachable, then set mbox: in {manifest.path.relative_to(ROOT)} "
+                f"(or run `harness run --series patches/{cell.revision}` there)")
+    return None
 
 
 def load_matrix(path: Path, kconfig_override: tuple[str, ...] | None = None, jobs: int | None = None,
@@ -365,8 +386,9 @@ def load_matrix(path: Path, kconfig_override: tuple[str, ...] | None = None, job
     ``defects/*``), its ``scenarios`` (names in scenarios/), optionally
     ``cycles`` (overrides every uniform scenario's count), ``profiles``,
     ``expect`` (a file relative to the repository) and ``tree`` (a kernel git
-    tree; default the embedded one).  A manifest revision without its mbox or a
-    tree becomes SKIP cells with the reason.  Raises ConfigError naming file and row."""
+    tree or an embedded tree's name; default the default tree).  A manifest revision whose
+    mbox cannot be had (no local ``mbox:``, lore unreachable) becomes a SKIP cell with the
+    reason when it runs (:func:`unfetchable`).  Raises ConfigError naming file and row."""
     data = load_yaml_mapping(path)
     where = str(path)
     check_keys(where, data, _MATRIX_KEYS, {"name", "rows"})
@@ -399,7 +421,7 @@ def load_matrix(path: Path, kconfig_override: tuple[str, ...] | None = None, job
                 tree_path = str(row["tree"]) if row.get("tree") else None
                 req = Request(series=spec, tree=tree_path, kconfig=frags, jobs=jobs, profile=profile,
                               boot_timeout=boot_timeout)
-                skip = _skip_reason(rev_dir, tree_path)
+                skip = _skip_reason(rev_dir)
                 for s in scenarios:
                     cells.append(Cell(name, req, s, expect, defect, skip))
     ids = [c.id for c in cells]
@@ -500,6 +522,9 @@ def run_matrix(mx: Matrix, out: Path, cache: Cache, say: Say, jobs: int | None =
         if cell.skip:
             say(f"{tag} {cell.id}: SKIP: {cell.skip}")
             return _skipped(cell, out)
+        if reason := unfetchable(cell, cache, CommandLog(out / cell.dirname / "commands.log")):
+            say(f"{tag} {cell.id}: SKIP: {reason}")
+            return _skipped(replace(cell, skip=reason), out)
         hooks = replace(hooks_base, stage=lambda text: stage(cell, text) if stage else None)
         say(f"{tag} {cell.id}")
         expect = str(cell.expect.relative_to(ROOT)) if cell.expect and cell.expect.is_relative_to(ROOT) else None

@@ -282,7 +282,7 @@ def matrix_to_json(mr) -> dict:
             clean_cycles += tally["cycles"]
             clean_failed += tally["failed_checks"]
         cells.append({
-            "id": cell.id, "revision": cell.revision, "profile": cell.request.profile,
+            "id": cell.id, "revision": cell.revision, "tree": cell.tree, "profile": cell.request.profile,
             "scenario": cell.scenario.name, "defect": cell.defect, "verdict": run.verdict,
             "cycle_verdicts": [c.verdict for c in run.cycles],
             "failed_checks": tally["failed_checks"], "expected_failures": _expected_failures(tally),
@@ -335,7 +335,8 @@ def print_matrix(mr, console: Console | None = None) -> None:
         table.add_column(col)
     for (cell, run), row in zip(mr.cells, doc["cells"]):
         caught = ", ".join(f"{k} {v}" for k, v in row["expected_failures"].items()) or "-"
-        table.add_row(escape(cell.revision), cell.request.profile, escape(cell.scenario.name), _cycles_cell(run),
+        table.add_row(escape(cell.id.rsplit("/", 2)[0]), cell.request.profile, escape(cell.scenario.name),
+                      _cycles_cell(run),
                       escape(caught), _styled(run.verdict))
     console.print(table)
     for cell, run in mr.cells:

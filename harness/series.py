@@ -23,7 +23,7 @@ from pathlib import Path
 
 from harness.cache import Cache, atomic_dir, content_key
 from harness.config import check_keys, load_yaml_mapping
-from harness.errors import ConfigError, SeriesError
+from harness.errors import ConfigError, FetchError, SeriesError
 from harness.proc import CommandLog, run, tail
 
 #: ``[RFC PATCH v9 4/5] subject`` (Documentation/process/submitting-patches.rst, "The canonical patch format").
@@ -241,7 +241,7 @@ def fetch_msgid(msgid: str, cache: Cache, log: CommandLog, version: int | None =
             argv += ["-v", str(version)]
         res = run([*argv, msgid], log, timeout=300)
         if res.returncode != 0 or not (tmp / "series.mbx").is_file():
-            raise SeriesError(
+            raise FetchError(
                 f"b4 could not fetch {msgid}:\n{tail(res.output, 8)}\n"
                 f"Without network access, download the thread by hand where you have it "
                 f"(`b4 am -o . {msgid}`, or lore's /all/{msgid}/t.mbox.gz) and pass the .mbx file instead.")
@@ -266,7 +266,7 @@ def load(spec: str, cache: Cache, log: CommandLog, *, version: int | None = None
 
 # --- Manifests: patches/<name>/series.yaml ----------------------------------------------
 
-_MANIFEST_KEYS = {"name", "title", "version", "rfc", "message_id", "patches", "base", "mbox", "notes"}
+_MANIFEST_KEYS = {"name", "title", "version", "rfc", "message_id", "patches", "base", "mbox", "notes", "tree"}
 _MANIFEST_REQUIRED = {"name", "title", "version", "message_id", "patches"}
 _MANIFEST_PATCH_KEYS = {"subject", "message_id"}
 
@@ -277,7 +277,8 @@ class Manifest:
 
     ``subjects`` are the expected patch subjects in order; ``mbox`` is a local
     copy (relative paths resolved against the manifest) or None, in which case
-    the series is fetched by ``message_id`` with b4; ``base`` is a commit or tag.
+    the series is fetched by ``message_id`` with b4; ``base`` is a commit or tag; ``tree`` the
+    embedded tree it is written against (``debian-7.2``), used when no tree is given.
     """
 
     path: Path
@@ -289,6 +290,7 @@ class Manifest:
     patch_msgids: tuple[str | None, ...]
     base: str | None
     mbox: Path | None
+    tree: str | None = None
 
 
 def load_manifest(path: Path) -> Manifest:
@@ -302,10 +304,15 @@ def load_manifest(path: Path) -> Manifest:
     if not isinstance(data["version"], int):
         raise ConfigError(f"{path}: key 'version' must be an integer")
     mbox = data.get("mbox")
+    tree = data.get("tree")
+    from harness.fetch import EMBEDDED_TREES  # fetch imports nothing of series: no cycle
+    if tree is not None and tree not in EMBEDDED_TREES:
+        raise ConfigError(f"{path}: key 'tree' must name an embedded tree ({', '.join(EMBEDDED_TREES)}), "
+                          f"got {tree!r}; a checkout of your own is given with --tree")
     return Manifest(path, str(data["name"]), str(data["title"]), data["version"], str(data["message_id"]),
                     tuple(str(p["subject"]) for p in data["patches"]),
                     tuple(p.get("message_id") for p in data["patches"]),
-                    data.get("base"), (path.parent / mbox).resolve() if mbox else None)
+                    data.get("base"), (path.parent / mbox).resolve() if mbox else None, tree)
 
 
 def check_against_manifest(series: Series, manifest: Manifest) -> None:
@@ -335,11 +342,27 @@ def stack_defect(base: Series, defect: Series, source: str) -> Series:
     return Series(base.version, total, patches, base.cover, base.base_commit, source)
 
 
+def defect_base(path: Path, on_top_of, tree: str | None) -> Path:
+    """The revision a defect goes on: ``on_top_of`` is a path (relative to the defect's
+    directory) or a mapping from embedded tree name to path, the backport of that tree;
+    a tree that is not named (a user's checkout) takes the default tree's entry.
+    Raises ConfigError naming defect.yaml for anything else."""
+    from harness.fetch import DEFAULT_TREE  # fetch imports nothing of series: no cycle
+    where = f"{path / 'defect.yaml'}: on_top_of"
+    if isinstance(on_top_of, str):
+        return path / on_top_of
+    if not isinstance(on_top_of, dict) or not all(isinstance(v, str) for v in on_top_of.values()) \
+            or DEFAULT_TREE not in on_top_of:
+        raise ConfigError(f"{where}: must be a revision path, or a mapping of tree names to revision paths "
+                          f"with an entry for {DEFAULT_TREE}")
+    return path / on_top_of.get(tree or DEFAULT_TREE, on_top_of[DEFAULT_TREE])
+
+
 def load_revision(spec: str, cache: Cache, log: CommandLog, *, version: int | None = None,
-                  local_mbox: Path | None = None) -> tuple[Series, Manifest | None]:
+                  local_mbox: Path | None = None, tree: str | None = None) -> tuple[Series, Manifest | None]:
     """Load ``spec``: a manifest directory (``patches/v9``), a defect directory
-    (``patches/defects/NAME``: ``defect.yaml`` naming the revision it goes ``on``,
-    and its patch), or anything :func:`load` takes.
+    (``patches/defects/NAME``: ``defect.yaml`` naming the revision it goes ``on_top_of``,
+    per ``tree`` when it names one per tree, and its patch), or anything :func:`load` takes.
 
     A manifest's series comes from its ``mbox`` if set, else from b4 by its
     ``message_id``; either way it is checked against the manifest.
@@ -348,8 +371,8 @@ def load_revision(spec: str, cache: Cache, log: CommandLog, *, version: int | No
     if (path / "defect.yaml").is_file():
         meta = load_yaml_mapping(path / "defect.yaml")
         check_keys(str(path / "defect.yaml"), meta, _DEFECT_KEYS, _DEFECT_KEYS)
-        base, manifest = load_revision(str(path / meta["on_top_of"]), cache, log, version=version,
-                                       local_mbox=local_mbox)
+        base, manifest = load_revision(str(defect_base(path, meta["on_top_of"], tree)), cache, log,
+                                       version=version, local_mbox=local_mbox, tree=tree)
         return stack_defect(base, from_directory(path), str(path)), manifest
     if (path / "series.yaml").is_file():
         manifest = load_manifest(path / "series.yaml")
@@ -360,8 +383,8 @@ def load_revision(spec: str, cache: Cache, log: CommandLog, *, version: int | No
         else:
             try:
                 mbx = fetch_msgid(manifest.message_id, cache, log, version or manifest.version, local_mbox)
-            except SeriesError as e:
-                raise SeriesError(f"{e}\nOr set 'mbox:' in {manifest.path} to the downloaded file.") from None
+            except FetchError as e:
+                raise FetchError(f"{e}\nOr set 'mbox:' in {manifest.path} to the downloaded file.") from None
             series = from_mbox(mbx)
         check_against_manifest(series, manifest)
         return series, manifest

@@ -39,13 +39,15 @@ _IMPORT_IDENTITY = {
 @dataclass(frozen=True)
 class KernelTree:
     """A kernel git tree: ``path``, HEAD ``commit`` sha, ``version`` (e.g. 6.12.117),
-    ``describe`` (tag or short sha) and whether it is the embedded default."""
+    ``describe`` (tag or short sha; an embedded tree's tag carries its Debian version,
+    ``debian/7.2.13-1``), whether it is embedded, and the embedded tree's ``name``."""
 
     path: Path
     commit: str
     version: str
     describe: str
     embedded: bool
+    name: str = ""
 
 
 def kernel_version(tree: Path) -> str:
@@ -117,7 +119,7 @@ def embedded_tree(cache: Cache, log: CommandLog, name: str = DEFAULT_TREE, say=l
                  f"Imported by virtio-pm-harness from {tarball.path.name}.", env=env)
             _git(tmp, log, "tag", tag)
     commit = _git(final, log, "rev-parse", "HEAD")
-    return KernelTree(final, commit, kernel_version(final), tag, embedded=True)
+    return KernelTree(final, commit, kernel_version(final), tag, embedded=True, name=name)
 
 
 def resolve_tree(path: str | os.PathLike | None, cache: Cache, log: CommandLog, say=lambda message: None

@@ -18,6 +18,8 @@ from harness.matrix import ROOT
 pytestmark = pytest.mark.e2e
 
 DEFECTS = sorted(p.parent.name for p in (ROOT / "patches" / "defects").glob("*/defect.yaml"))
+#: The LTS tree's cells have no tree in their id; the 7.x tree's carry it.
+TREES = {"debian-6.12": ("", "v9-backport-6.12"), "debian-7.2": ("@debian-7.2", "v9-backport-7.2")}
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +36,16 @@ def defects_matrix(tmp_path_factory):
 def test_the_matrix_passes_with_every_cell_run(defects_matrix):
     proc, doc, cells, _ = defects_matrix
     assert proc.returncode == 0 and doc["verdict"] == "PASS", proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert doc["cells_run"] == doc["cells_declared"] == len(DEFECTS) + 4
+    assert doc["cells_run"] == doc["cells_declared"] == 2 * (len(DEFECTS) + 4)
     # 50 clean s2idle cycles + the error-path cells' 4 cycles, whose expected failures are XFAIL
     assert f"without an injected defect: {doc['clean']['cycles']} cycles, 0 failed checks" in proc.stdout
 
+@pytest.mark.parametrize("tree", TREES)
 @pytest.mark.parametrize("defect", DEFECTS)
-def test_defect_is_caught_in_every_cycle_by_exactly_its_checks(defects_matrix, defect):
+def test_defect_is_caught_in_every_cycle_by_exactly_its_checks(defects_matrix, defect, tree):
     _, _, cells, results = defects_matrix
-    cell = cells[f"defects/{defect}/virt-mmio/s2idle-rtc"]
+    cell = cells[f"defects/{defect}{TREES[tree][0]}/virt-mmio/s2idle-rtc"]
+    assert results[cell["id"]]["tree"]["describe"].startswith("debian/" + tree.split("-")[1])
     must_fail = sorted(n for n, v in checks.load_expectations(
         ROOT / "patches" / "defects" / defect / "expect.yaml").items() if v == "fail")
     assert cell["verdict"] == "PASS" and cell["undetected"] == [], cell
@@ -53,29 +57,35 @@ def test_defect_is_caught_in_every_cycle_by_exactly_its_checks(defects_matrix, d
         assert not {n for n, v in verdicts.items() if v in ("FAIL", "XPASS", "ERROR", "HANG")}, verdicts
 
 
-def test_restore_noirq_failure_ends_failed_with_no_fallback(defects_matrix):
+@pytest.mark.parametrize("tree", TREES)
+def test_restore_noirq_failure_ends_failed_with_no_fallback(defects_matrix, tree):
     _, _, _, results = defects_matrix
-    (cycle,) = results["v9-backport-6.12/virt-mmio/restore-noirq-fails"]["cycles"]
+    on, backport = TREES[tree]
+    (cycle,) = results[f"{backport}{on}/virt-mmio/restore-noirq-fails"]["cycles"]
     verdicts = {c["name"]: c for c in cycle["checks"]}
     assert verdicts["noirq-failure-handled"]["verdict"] == "PASS", verdicts["noirq-failure-handled"]
     assert any("FAILED" in e for e in verdicts["noirq-failure-handled"]["evidence"])
 
 
-def test_virtio_pci_refuses_to_freeze_and_the_next_cycle_is_clean(defects_matrix):
+@pytest.mark.parametrize("tree", TREES)
+def test_virtio_pci_refuses_to_freeze_and_the_next_cycle_is_clean(defects_matrix, tree):
     _, _, cells, results = defects_matrix
-    first, second = results["v9-backport-6.12/virt-mmio/non-noirq-safe-transport"]["cycles"]
+    on, backport = TREES[tree]
+    first, second = results[f"{backport}{on}/virt-mmio/non-noirq-safe-transport"]["cycles"]
     v1 = {c["name"]: c["verdict"] for c in first["checks"]}
     assert first["step"] == "bound-to-pci" and first["write_status"] != 0
     assert v1["freeze-refused"] == "PASS" and v1["devices-work"] == "PASS"
     assert second["step"] == "unbound" and second["verdict"] == "PASS"
     assert {c["verdict"] for c in second["checks"]} <= {"PASS", "SKIP"}
-    assert cells["v9-backport-6.12/virt-mmio/pm-test-devices"]["verdict"] == "PASS"
+    assert cells[f"{backport}{on}/virt-mmio/pm-test-devices"]["verdict"] == "PASS"
 
 
-def test_fifty_clean_backport_cycles_raise_no_false_alarm(defects_matrix):
+@pytest.mark.parametrize("tree,cycles", [("debian-6.12", 50), ("debian-7.2", 20)])
+def test_clean_backport_cycles_raise_no_false_alarm(defects_matrix, tree, cycles):
     _, doc, _, results = defects_matrix
-    tally = results["v9-backport-6.12/virt-mmio/s2idle-rtc"]["tally"]
-    assert tally["cycles"] == 50 and tally["failed_checks"] == 0
-    assert tally["per_check"]["noirq-before-normal"] == {"PASS": 50}
-    assert tally["per_check"]["no-sleep-in-noirq"] == {"PASS": 50}
+    on, backport = TREES[tree]
+    tally = results[f"{backport}{on}/virt-mmio/s2idle-rtc"]["tally"]
+    assert tally["cycles"] == cycles and tally["failed_checks"] == 0
+    assert tally["per_check"]["noirq-before-normal"] == {"PASS": cycles}
+    assert tally["per_check"]["no-sleep-in-noirq"] == {"PASS": cycles}
     assert doc["clean"]["failed_checks"] == 0 and doc["clean"]["cycles"] >= 50

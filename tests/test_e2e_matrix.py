@@ -34,6 +34,19 @@ def test_default_matrix_runs_in_parallel_and_writes_every_report(tmp_path):
         assert set(results["timings"]) >= {"apply", "build", "boot", "cycles"}
         assert {c["name"]: c["verdict"] for c in results["cycles"][0]["checks"]}["noirq-before-normal"] == "PASS"
         assert results["command"].startswith("harness run --profile " + profile)
+    # the era row: the same verdict pattern on Linux 7.x (whichever 7.x Debian serves now)
+    for profile in ("virt-mmio", "virt-gicv3", "virt-smp1"):
+        base = next(c for c in doc["cells"] if c["id"] == f"baseline-7.2@debian-7.2/{profile}/s2idle-rtc")
+        port = next(c for c in doc["cells"] if c["id"] == f"v9-backport-7.2@debian-7.2/{profile}/s2idle-rtc")
+        assert base["tree"] == port["tree"] == "debian-7.2"
+        assert base["expected_failures"] == {n: "3/3" for n in ("noirq-callback", "noirq-before-normal",
+                                                                "noirq-request", "consumer-ready")}, base
+        results = json.loads((tmp_path / port["results"]).read_text())
+        assert results["versions"]["kernel"].startswith("7.") and results["tree"]["describe"].startswith("debian/7.")
+        assert {c["verdict"] for cy in results["cycles"] for c in cy["checks"]} <= {"PASS", "SKIP"}
+        baseline = json.loads((tmp_path / base["results"]).read_text())
+        ready = next(c for c in baseline["cycles"][0]["checks"] if c["name"] == "consumer-ready")
+        assert ready["verdict"] == "XFAIL" and any("provider=not-ready" in e for e in ready["evidence"]), ready
     kcidb_io.schema.V5_0.validate(json.loads((tmp_path / "kcidb.json").read_text()))
     suites = ET.parse(tmp_path / "junit.xml").getroot().findall("testsuite")
     assert len(suites) == len(declared)

@@ -51,9 +51,13 @@ def test_versions_are_ordered_as_dpkg_orders_them():
     assert fetch.pick_kernel_source(offers, ERA, compare)[1] == "7.2.13-1"
 
 
-def test_when_7_2_leaves_unstable_and_testing_the_newest_7_x_is_taken():
+def test_when_7_2_leaves_unstable_and_testing_the_backports_7_2_then_the_newest_7_x_is_taken():
     only_bpo = [o for o in fetch.madison(MADISON) if o[2] == "trixie-backports"]
-    assert fetch.pick_kernel_source(only_bpo, ERA, compare) == ("linux-source-7.3", "7.3.4-1~bpo13+1",
+    # trixie-backports still builds 7.2: the 7.x port applies to it (not to 7.3, see the cover letter)
+    assert fetch.pick_kernel_source(only_bpo, ERA, compare) == ("linux-source-7.2", "7.2.12-1~bpo13+1",
+                                                                "trixie-backports")
+    only_7_3 = [o for o in only_bpo if o[0] == "linux-source-7.3"]
+    assert fetch.pick_kernel_source(only_7_3, ERA, compare) == ("linux-source-7.3", "7.3.4-1~bpo13+1",
                                                                 "trixie-backports")
 
 

@@ -4,12 +4,15 @@ into cells, and how a run of a defect is judged (an undetected defect is a FAIL)
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from conftest import FIXTURES, load_facts, load_record
-from harness import checks, dmesg, matrix, report, scenarios
-from harness.errors import ConfigError
+from harness import checks, dmesg, matrix, report, scenarios, series
+from harness.cache import Cache
+from harness.errors import ConfigError, FetchError
+from harness.proc import CommandLog
 from harness.matrix import ROOT
 
 DEFECTS = sorted(p.parent.name for p in (ROOT / "patches" / "defects").glob("*/defect.yaml"))
@@ -107,7 +110,10 @@ def test_matrix_command_lists_cells_and_rejects_a_bad_file(tmp_path, capsys):
     from harness import cli
     assert cli.main(["matrix", "defects", "--list"]) == 0
     listed = capsys.readouterr().out.splitlines()
-    assert len(listed) == len(DEFECTS) + 4 and "(50 cycles)" in listed[-1]
+    # every defect and error path on the LTS tree, then again on the 7.x tree
+    assert len(listed) == 2 * (len(DEFECTS) + 4) and "(50 cycles)" in listed[len(DEFECTS) + 3]
+    assert listed[-1].startswith("v9-backport-7.2@debian-7.2/virt-mmio/s2idle-rtc") and "(20 cycles)" in listed[-1]
+    assert "defects/late-provider@debian-7.2/virt-mmio/s2idle-rtc  (5 cycles, defect late-provider)" in listed
     assert cli.main(["matrix", str(write(tmp_path / "m.yaml", "name: m\nrows: []\n"))]) == 2
     assert "rows: must be a non-empty list" in capsys.readouterr().err
 
@@ -182,11 +188,21 @@ def test_matrix_report_counts_detections_per_cell_and_false_alarms_of_clean_cell
     assert "cells without an injected defect: 2 cycles, 0 failed checks" in text
 
 
-def test_lore_revisions_without_mbox_or_tree_are_skip_cells_with_the_reason():
+def test_lore_revisions_run_when_their_mbox_can_be_had_and_skip_with_the_b4_command_otherwise(monkeypatch,
+                                                                                              tmp_path):
     cells = {c.id: c for c in matrix.find_matrix("default").cells}
-    for rev in ("v6", "v9"):
-        skip = cells[f"{rev}/virt-mmio/s2idle-rtc"].skip
-        assert "no local mbox" in skip and f"patches/{rev}/series.yaml" in skip and "no 'tree:'" in skip
+    v9 = cells["v9/virt-mmio/s2idle-rtc"]
+    assert v9.skip is None  # loading a matrix never asks the network
+
+    def unreachable(msgid, cache, log, version=None, local_mbox=None):
+        raise FetchError(f"b4 could not fetch {msgid}: Failed to resolve 'lore.kernel.org'")
+    monkeypatch.setattr(series, "fetch_msgid", unreachable)
+    reason = matrix.unfetchable(v9, Cache(tmp_path), CommandLog())
+    assert reason.startswith("lore unreachable and no local mbox: `b4 am -o patches/v9 "
+                             "20260516015756.20948-1-baver.bae@gmail.com`") and "patches/v9/series.yaml" in reason
+    assert "no mainline tree" not in reason and "tree" not in reason.split("`")[0]
+    assert matrix.unfetchable(cells["v9-backport-6.12/virt-mmio/s2idle-rtc"], Cache(tmp_path), CommandLog()) is None
+    assert series.load_manifest(ROOT / "patches" / "v9" / "series.yaml").tree == "debian-7.2"
     assert cells["v9-backport-6.12/virt-gicv3/s2idle-rtc"].skip is None
     assert "v9-backport-6.12/virt-gicv3/hibernate-test-resume" not in cells  # -cpu max hangs in hibernation
 
@@ -194,11 +210,12 @@ def test_lore_revisions_without_mbox_or_tree_are_skip_cells_with_the_reason():
 def test_a_skipped_cell_is_reported_as_skip_in_every_format(tmp_path):
     from harness import junit, kcidb
     cell = {c.id: c for c in matrix.find_matrix("default").cells}["v9/virt-mmio/s2idle-rtc"]
+    cell = replace(cell, skip="lore unreachable and no local mbox: `b4 am -o patches/v9 x@y`")
     res = matrix._skipped(cell, tmp_path)
     assert res.verdict == "SKIP"
     doc = json.loads((tmp_path / cell.dirname / "results.json").read_text())
     assert doc["verdict"] == "SKIP" and doc["skipped"] == cell.skip
-    assert '<skipped message="no local mbox' in junit.render([doc])
+    assert '<skipped message="lore unreachable and no local mbox' in junit.render([doc])
     import kcidb_io
     kc = kcidb.render([doc])
     kcidb_io.schema.V5_0.validate(kc)
@@ -249,3 +266,14 @@ def test_matrix_exit_status_puts_hangs_before_input_errors_before_failed_checks(
 def test_skip_cells_exit_zero():
     from harness import cli
     assert cli._exit_code("SKIP", None) == 0
+
+
+def test_setup_fetches_the_trees_the_default_matrix_uses_and_cells_name_their_tree():
+    mx = matrix.find_matrix("default")
+    assert matrix.trees_used(mx) == ["debian-6.12", "debian-7.2"]
+    by_id = {c.id: c for c in mx.cells}
+    era = by_id["v9-backport-7.2@debian-7.2/virt-mmio/s2idle-rtc"]
+    assert era.tree == "debian-7.2" and era.request.tree == "debian-7.2"
+    assert by_id["v9-backport-6.12/virt-mmio/s2idle-rtc"].tree == "debian-6.12"
+    # the reproducer keeps an embedded tree's name (a path would be resolved against the cwd)
+    assert "--tree debian-7.2 " in matrix.reproducer(era.request, [era.scenario])
