@@ -1,8 +1,9 @@
 # virtio-pm-harness: the entry points.
 #   make test-arm64   set up what is missing, then run a matrix (matrices/$(MATRIX).yaml):
-#                     by default the embedded kernel (Debian linux-source-6.12) without
-#                     and with the v9 backport, s2idle + pm_test + hibernation on QEMU virt;
-#                     MATRIX=defects runs every injected defect and error path
+#                     by default the embedded kernels (Debian linux-source-6.12, the LTS,
+#                     and the newest linux-source-7.2, the series' era) without and with
+#                     the v9 design, s2idle + pm_test + hibernation on QEMU virt;
+#                     MATRIX=defects runs every injected defect and error path on both
 #   make check        the test suite (unit tests on captured logs + end-to-end guest tests)
 #   make setup        host packages (apt), the Python venv, and the cached downloads
 

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,14 +106,21 @@ def _download(cache: Cache, log: CommandLog, packages: tuple[str, ...],
     return out
 
 
-def _cached_debs(cache: Cache, packages: tuple[str, ...], arch: str) -> list[Path] | None:
+def deb_version(path: Path) -> str:
+    """The Debian version in a ``.deb`` file name (``pkg_1%3a1.35.0-4+b3_arm64.deb`` -> ``1:1.35.0-4+b3``)."""
+    return urllib.parse.unquote(path.name.split("_")[1])
+
+
+def _cached_debs(cache: Cache, packages: tuple[str, ...], arch: str, log: CommandLog) -> list[Path] | None:
+    """The newest cached .deb of each package (dpkg's version ordering), or None if one is missing."""
     debs = cache.root / "debs"
     found = []
     for pkg in packages:
-        hits = sorted(debs.glob(f"{pkg}_*_{arch}.deb"))
+        hits = list(debs.glob(f"{pkg}_*_{arch}.deb"))
         if not hits:
             return None
-        found.append(hits[-1])
+        found.append(max(hits, key=functools.cmp_to_key(
+            lambda a, b: _compare_versions(deb_version(a), deb_version(b), log))))
     return found
 
 
@@ -121,7 +129,7 @@ def guest_debs(cache: Cache, log: CommandLog) -> list[Path]:
 
     Raises :class:`SetupError` if apt cannot update its arm64 lists or download.
     """
-    cached = _cached_debs(cache, GUEST_PACKAGES, "arm64")
+    cached = _cached_debs(cache, GUEST_PACKAGES, "arm64", log)
     if cached:
         return cached
     opts = _apt_options(cache)
@@ -129,7 +137,7 @@ def guest_debs(cache: Cache, log: CommandLog) -> list[Path]:
     if res.returncode != 0:
         raise SetupError(f"apt-get update for arm64 lists failed:\n{tail(res.output)}")
     _download(cache, log, GUEST_PACKAGES, opts)
-    cached = _cached_debs(cache, GUEST_PACKAGES, "arm64")
+    cached = _cached_debs(cache, GUEST_PACKAGES, "arm64", log)
     if not cached:
         raise SetupError(f"apt-get download did not produce all of {GUEST_PACKAGES}")
     return cached

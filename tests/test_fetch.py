@@ -79,3 +79,18 @@ def test_a_cached_tarball_belongs_to_its_own_tree_only(tmp_path):
     cache = Cache(tmp_path)
     assert fetch.linux_source(cache, CommandLog(), "debian-6.12").deb_version == "6.12.117-1_deb12u1"
     assert fetch.linux_source(cache, CommandLog(), "debian-7.2").version == "7.2.13"
+
+
+def test_the_newest_cached_guest_deb_is_taken_in_dpkg_order(tmp_path):
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    # a string sort puts +b10 before +b3, and 2.38.1-5+deb12u9 after 2.38.1-5+deb12u10
+    names = ["busybox-static_1%3a1.35.0-4+b3_arm64.deb", "busybox-static_1%3a1.35.0-4+b10_arm64.deb",
+             "util-linux_2.38.1-5+deb12u9_arm64.deb", "util-linux_2.38.1-5+deb12u10_arm64.deb",
+             "libc6_2.36-9+deb12u10_arm64.deb"]
+    for name in names:
+        (debs / name).write_bytes(b"")
+    got = fetch._cached_debs(Cache(tmp_path), ("busybox-static", "util-linux", "libc6"), "arm64", CommandLog())
+    assert [p.name for p in got] == [names[1], names[3], names[4]]
+    assert fetch.deb_version(got[0]) == "1:1.35.0-4+b10"
+    assert fetch._cached_debs(Cache(tmp_path), ("dropbear-bin",), "arm64", CommandLog()) is None
