@@ -240,9 +240,9 @@ def print_run(run: BisectRun, console: Console | None = None) -> None:
         console.print(f"{c.status}: {c.message}", style="bold red" if c.status != "found" else "bold",
                       markup=False)
     if run.inner is not None:
-        console.print(f"inside {run.label(c.first_new)}:", style="bold", markup=False)
+        console.print(f"inside {run.label(c.first_new)} (its steps: {run.inner.out / 'bisect.json'}):",
+                      style="bold", markup=False)
         print_run(run.inner, console)
-    console.print(f"bisect: {run.out / 'bisect.json'}")
 
 
 # --- The reply mail ---------------------------------------------------------------------------
