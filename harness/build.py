@@ -25,7 +25,7 @@ from harness.errors import BuildError, HarnessError
 from harness.kconfig import Request, configure, render
 from harness.proc import CommandLog, run
 from harness.toolchain import Toolchain
-from harness.tree import AppliedTree
+from harness.tree import AppliedTree, ensure_checkout
 
 #: gcc/clang diagnostics: ``path/file.c:12:5: error: message``.
 _COMPILER_ERROR = re.compile(r"^(?P<file>[^\s:]+):(?P<line>\d+):(?:(?P<col>\d+):)? (?:fatal )?error: (?P<msg>.*)$")
@@ -89,6 +89,7 @@ def build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log:
         data.update(seconds=0.0, cache_hit=True)
         return BuildResult(**{k: Path(v) if k in _PATH_FIELDS else v for k, v in data.items()})
     fresh = not out_dir.exists()
+    ensure_checkout(tree.path, log)
     try:
         configure(tree.path, out_dir, requests, toolchain, log)
     except HarnessError:

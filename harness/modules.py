@@ -16,6 +16,7 @@ from harness.build import BuildResult, first_error
 from harness.errors import BuildError
 from harness.proc import CommandLog, run
 from harness.toolchain import Toolchain
+from harness.tree import ensure_checkout
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ def build_modules(modules_dir: Path, tree: Path, built: BuildResult, toolchain: 
 
     Raises :class:`BuildError` (exit 5) with the first compiler error.
     """
+    ensure_checkout(tree, log)
     result = []
     for src in sorted(p for p in modules_dir.iterdir() if (p / "Kbuild").is_file()):
         work = built.out_dir / "harness-modules" / src.name

@@ -4,6 +4,13 @@ into git repositories in the cache, named ``debian-6.12`` and ``debian-7.2``, se
 
 The harness never writes to a user's tree: builds go to ``O=`` directories
 in the cache.
+
+Each applied revision is a worktree of its own under ``$HARNESS_CACHE/worktrees/``
+(:func:`apply_series`).  A kernel checkout is about 1.5 GB and a test run applies dozens of
+revisions, so only the :data:`CHECKOUTS_KEPT` most recently used worktrees keep their source
+files; the others keep their commits, their record and their ``O=`` build directories (so a
+build is still a cache hit) and get their files back from git when they are used again
+(:func:`ensure_checkout`).
 """
 
 from __future__ import annotations
@@ -197,9 +204,63 @@ def resolve_base(kt: KernelTree, base_ref: str | None, series_base: str | None,
     return kt.commit, None
 
 
+#: How many worktrees keep their source checked out (the most recently used ones).  Two, so
+#: that a matrix's current build and the one before it (a bisect's neighbour) stay as they
+#: are; every other worktree is released: its files are deleted, its ``build-*`` directories,
+#: commits and record stay.
+CHECKOUTS_KEPT = 2
+
+
 def _worktree_record(path: Path) -> dict | None:
     marker = path.with_suffix(".json")
     return json.loads(marker.read_text()) if marker.is_file() and path.is_dir() else None
+
+
+def _write_record(path: Path, record: dict) -> None:
+    atomic_write(path.with_suffix(".json"), json.dumps(record, indent=2))
+
+
+def ensure_checkout(path: Path, log: CommandLog) -> None:
+    """Give a released worktree at ``path`` its source files back (``git reset --hard``,
+    about 20 s for a kernel) and mark it checked out; a no-op for a checked-out worktree or
+    a directory that is not one of ours.  Raises :class:`SetupError` if git fails."""
+    record = _worktree_record(path)
+    if record is None or record.get("checked_out", True):
+        return
+    res = run(["git", "-C", path, "reset", "--hard", "--quiet", "HEAD"], log)
+    if res.returncode != 0:
+        raise SetupError(f"git reset --hard in the released worktree {path} failed:\n{tail(res.output)}")
+    _write_record(path, {**record, "checked_out": True})
+
+
+def _release(path: Path, record: dict) -> None:
+    """Delete the source files of the worktree at ``path``, keeping ``.git`` and ``build-*``.
+    The record says released before any file goes, so an interrupted release is restored in
+    full by :func:`ensure_checkout`."""
+    _write_record(path, {**record, "checked_out": False})
+    for entry in path.iterdir():
+        if entry.name == ".git" or entry.name.startswith("build-"):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def release_checkouts(cache: Cache, keep: Path | None = None, kept: int = CHECKOUTS_KEPT) -> list[Path]:
+    """Release the source of every checked-out worktree in the cache but the ``kept`` most
+    recently used (``keep`` counts as the most recent); return the released paths.  A
+    worktree's last use is its record's mtime, set by :func:`apply_series`."""
+    records = sorted(((rec.stat().st_mtime, rec.with_suffix(""))
+                      for rec in (cache.root / "worktrees").glob("*.json")), reverse=True)
+    order = ([keep] if keep else []) + [path for _, path in records if path != keep]
+    released = []
+    for path in order[kept:]:
+        record = _worktree_record(path)
+        if record is not None and record.get("checked_out", True):
+            _release(path, record)
+            released.append(path)
+    return released
 
 
 def apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: CommandLog,
@@ -208,7 +269,8 @@ def apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: C
 
     ``patches`` are :class:`harness.series.Patch` objects (may be empty: a plain
     checkout of ``base``).  Each (tree, base, patches) gets its own worktree
-    under ``$HARNESS_CACHE/worktrees/``, created once and reused.  The user's
+    under ``$HARNESS_CACHE/worktrees/``, created once and reused (its source given back by git
+    if it was released; the worktrees beyond :data:`CHECKOUTS_KEPT` are released).  The user's
     checkout, branches, index and stash are not touched (git records the
     worktree under ``.git/worktrees/`` only).  Raises :class:`ApplyError`
     (exit 4) naming the patch, file and hunk that failed; nothing half-applied
@@ -216,7 +278,10 @@ def apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: C
     """
     key = content_key(str(kt.path), base, *(p.raw for p in patches))
     final = cache.root / "worktrees" / key
+    release_checkouts(cache, keep=final)
     if rec := _worktree_record(final):
+        os.utime(final.with_suffix(".json"))
+        ensure_checkout(final, log)
         return AppliedTree(final, rec["commit"], rec["describe"], kt, base, series_version,
                            tuple(tuple(x) for x in rec["patch_commits"]))
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -253,8 +318,8 @@ def apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: C
     except BaseException:
         _remove_worktree(kt, tmp, log)
         raise
-    atomic_write(final.with_suffix(".json"), json.dumps(
-        {"commit": commit, "describe": describe, "base": base, "patch_commits": applied}, indent=2))
+    _write_record(final, {"commit": commit, "describe": describe, "base": base,
+                          "patch_commits": applied, "checked_out": True})
     return AppliedTree(final, commit, describe, kt, base, series_version, applied)
 
 

@@ -234,6 +234,33 @@ def test_apply_makes_a_reused_worktree_and_leaves_the_user_checkout_alone(user_r
     assert other.commit == applied.commit and other.path != applied.path
 
 
+def test_only_the_most_recent_worktrees_keep_their_source_and_a_released_one_comes_back(user_repo, tmp_path):
+    repo, s = user_repo
+    before = user_state(repo)
+    kt = kernel_tree(repo)
+    base = git(repo, "rev-parse", "base")
+    cache = Cache(tmp_path / "cache")
+    first = tree.apply_series(kt, base, s.patches[:1], cache, LOG, 9)
+    (first.path / "build-k").mkdir()
+    (first.path / "build-k" / "Image").write_bytes(b"kernel")
+    a_c = (first.path / "drivers" / "a.c").read_text()
+    second = tree.apply_series(kt, base, s.patches[:2], cache, LOG, 9)
+    assert (first.path / "drivers" / "a.c").is_file()  # two are kept
+    third = tree.apply_series(kt, base, s.patches, cache, LOG, 9)
+    # the least recently used one gave its files back; its commits and build directory stay
+    assert sorted(p.name for p in first.path.iterdir()) == [".git", "build-k"]
+    assert (second.path / "drivers" / "a.c").is_file() and (third.path / "drivers" / "a.c").is_file()
+    assert git(first.path, "rev-parse", "HEAD") == first.commit
+    again = tree.apply_series(kt, base, s.patches[:1], cache, LOG, 9)
+    assert (again.path, again.commit) == (first.path, first.commit)
+    assert (again.path / "drivers" / "a.c").read_text() == a_c
+    assert (again.path / "build-k" / "Image").read_bytes() == b"kernel"
+    assert git(again.path, "status", "--porcelain", "--untracked-files=no") == ""
+    # now the second is the least recently used
+    assert not (second.path / "drivers").exists() and (third.path / "drivers" / "a.c").is_file()
+    assert user_state(repo) == before
+
+
 def test_upto_applies_the_first_k_patches(user_repo, tmp_path):
     repo, s = user_repo
     kt = kernel_tree(repo)
