@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from harness import bisect, kconfig, matrix, report, series, suspend, tree
+from harness import bisect, matrix, report, series, suspend, tree
 from harness.bisect import Criterion, Judgement, Outcome, Step
 from harness.cache import Cache, atomic_dir, content_key
 from harness.checks import ALL_CHECKS
@@ -77,7 +77,7 @@ def step_key(base: str, patches: tuple[series.Patch, ...], req: matrix.Request, 
              expect: Path | None) -> str:
     """The step cache key: base commit, patch mails, kconfig fragments (names and contents), the
     QEMU profile file, the scenario, the expectations file and the guest recipe."""
-    frags = kconfig.fragment_paths(matrix.ROOT / "kconfigs", req.kconfig or kconfig.DEFAULT_FRAGMENTS)
+    frags = req.fragment_files()
     profile = matrix.ROOT / "qemu-profiles" / f"{req.profile}.yaml"
     return content_key(base, *(p.raw for p in patches), *(f.read_bytes() for f in frags),
                        profile.read_bytes() if profile.is_file() else req.profile, repr(scenario),

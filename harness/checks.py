@@ -163,7 +163,7 @@ def provider_device(tr: Transition) -> str | None:
 
 
 def _noirq_callback(tr: Transition, provider: str):
-    phase = tr.phase(RESUME_PHASES[tr.kind][0])
+    phase = tr.phase(RESUME_PHASES[tr.kind].noirq)
     return next((e for e in (phase.events if phase else ()) if e.device == provider
                  and e.callback.endswith("restore_noirq")), None)
 
@@ -176,7 +176,7 @@ def _where(tr: Transition, provider: str, lines: list[str]) -> tuple[str, ...]:
 
 def check_noirq_callback(tr: Transition, lines: list[str]) -> CheckResult:
     """1. The provider's virtio-mmio device has its restore_noirq callback in the noirq resume phase, returning 0."""
-    name, noirq = "noirq-callback", RESUME_PHASES[tr.kind][0]
+    name, noirq = "noirq-callback", RESUME_PHASES[tr.kind].noirq
     provider = provider_device(tr)
     if provider is None:
         return CheckResult(name, FAIL, "no virtio_pm_probe lines in this transition (module not loaded?)")
@@ -192,7 +192,7 @@ def check_noirq_callback(tr: Transition, lines: list[str]) -> CheckResult:
 
 def check_noirq_before_normal(tr: Transition, lines: list[str]) -> CheckResult:
     """2. That callback and the probe's restore_noirq line come before the first normal-phase callback."""
-    name, normal_name = "noirq-before-normal", RESUME_PHASES[tr.kind][2]
+    name, normal_name = "noirq-before-normal", RESUME_PHASES[tr.kind].normal
     provider = provider_device(tr)
     normal = tr.phase(normal_name)
     cb = _noirq_callback(tr, provider) if provider else None
@@ -233,9 +233,16 @@ def check_noirq_request(tr: Transition, lines: list[str]) -> CheckResult:
                        (_line(lines, line.seq),))
 
 
+#: The probe's event at the consumer's resume_early, and the whole line when the provider was
+#: ready (guest-rootfs/modules/virtio_pm_probe/virtio_pm_probe.c): :func:`check_consumer_ready`
+#: reads it parsed, the LAVA export's shell test greps for the line.
+CONSUMER_EARLY = "consumer resume_early"
+CONSUMER_READY_LINE = f"virtio_pm_probe: {CONSUMER_EARLY} provider=ready"
+
+
 def check_consumer_ready(tr: Transition, lines: list[str]) -> CheckResult:
     """4. The consumer's early resume found the provider ready."""
-    early = _probe(tr, "consumer resume_early")
+    early = _probe(tr, CONSUMER_EARLY)
     late = _probe(tr, "consumer resume")
     ev = tuple(_line(lines, e.seq) for e in (early, late) if e)
     if early is None:
@@ -365,7 +372,7 @@ def check_noirq_failure_handled(rec: CycleRecord, tr: Transition | None, lines: 
         problems.append("restore_noirq did not fail" if cb else "no restore_noirq callback")
     if cb is not None:
         ev.append(_line(lines, cb.end_seq if cb.end_seq is not None else cb.seq))
-    normal = tr.phase(RESUME_PHASES[tr.kind][2])
+    normal = tr.phase(RESUME_PHASES[tr.kind].normal)
     restore = next((e for e in (normal.events if normal else ()) if e.device == provider), None)
     if restore is None or restore.rc != -EIO:
         problems.append(f"normal restore returned {restore.rc if restore else 'nothing'}, not -EIO")

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import (__version__, bisect, bisect_report, bisect_run, ci, dmesg, fetch, kconfig, lava, matrix, qemu,
-                     report, scenarios, series, suspend, toolchain, tree)
+                     report, scenarios, series, suspend, timeouts, toolchain, tree)
 from harness.cache import Cache, atomic_write
 from harness.matrix import ROOT
 from harness.errors import HarnessError, UsageError
@@ -115,8 +115,8 @@ def _add_guest_options(p: argparse.ArgumentParser) -> None:
     _add_series_options(p)
     _add_tree_options(p)
     p.add_argument("--profile", default="virt-mmio", help="QEMU profile in qemu-profiles/ (default: virt-mmio)")
-    p.add_argument("--boot-timeout", type=float, default=120.0, metavar="SECONDS",
-                   help="seconds to wait for the guest shell (default: 120)")
+    p.add_argument("--boot-timeout", type=float, default=timeouts.BOOT, metavar="SECONDS",
+                   help=f"seconds to wait for the guest shell (default: {timeouts.BOOT:g})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hibernate-cycles", type=int, default=0,
                    help="hibernation test_resume cycles with swap on the virtio-blk disk (default 0)")
     p.add_argument("--wake-seconds", type=int, default=2, help="RTC alarm delay in seconds (default 2)")
-    p.add_argument("--cycle-timeout", type=float, default=90.0, metavar="SECONDS",
-                   help="seconds a suspend may take before the guest counts as hung (default 90)")
+    p.add_argument("--cycle-timeout", type=float, default=timeouts.CYCLE, metavar="SECONDS",
+                   help=f"seconds a suspend may take before the guest counts as hung (default {timeouts.CYCLE:g})")
     g = p.add_argument_group("git bisect run", GIT_BISECT_RUN_HELP)
     g.add_argument("--bisect-exit", action="store_true",
                    help="exit with git bisect run's statuses (table above) instead of the harness's")
@@ -175,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-j", "--jobs", type=int, metavar="N",
                    help="cells run at once, each with its own guest (default: number of CPUs); "
                         "builds run one at a time with make -j<CPUs>")
-    p.add_argument("--boot-timeout", type=float, default=120.0, metavar="SECONDS",
-                   help="seconds to wait for each guest shell (default: 120)")
+    p.add_argument("--boot-timeout", type=float, default=timeouts.BOOT, metavar="SECONDS",
+                   help=f"seconds to wait for each guest shell (default: {timeouts.BOOT:g})")
     p.add_argument("--list", action="store_true", help="list the cells and exit")
     p.add_argument("--cell", action="append", metavar="PATTERN",
                    help="run only the cells whose id (revision/profile/scenario) matches; glob, repeatable")
@@ -197,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"kconfig fragment; repeatable (default: {' '.join(kconfig.DEFAULT_FRAGMENTS)})")
     p.add_argument("-j", "--jobs", type=int, help="make -j (default: number of CPUs)")
     p.add_argument("--profile", default="virt-mmio", help="QEMU profile in qemu-profiles/ (default: virt-mmio)")
-    p.add_argument("--boot-timeout", type=float, default=120.0, metavar="SECONDS",
-                   help="seconds to wait for the guest shell (default: 120)")
+    p.add_argument("--boot-timeout", type=float, default=timeouts.BOOT, metavar="SECONDS",
+                   help=f"seconds to wait for the guest shell (default: {timeouts.BOOT:g})")
     p.add_argument("--scenario", default="s2idle-rtc:3", metavar="NAME[:CYCLES]",
                    help="what each step runs (default: s2idle-rtc:3)")
     _add_criterion_options(p)
@@ -251,7 +251,7 @@ def _request(args) -> matrix.Request:
                           b4_local_mbox=getattr(args, "b4_local_mbox", None),
                           kconfig=tuple(args.kconfig) if args.kconfig else None, jobs=args.jobs,
                           profile=getattr(args, "profile", "virt-mmio"),
-                          boot_timeout=getattr(args, "boot_timeout", 120.0))
+                          boot_timeout=getattr(args, "boot_timeout", timeouts.BOOT))
 
 
 def _parse_scenario(spec: str) -> suspend.Scenario:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 # --- Line formats, each with the kernel source that prints it (Linux 6.12) ---
 
@@ -79,9 +80,18 @@ SUSPEND_PHASES = ("suspend", "suspend_late", "suspend_noirq", "resume_noirq", "r
 HIBERNATION_PHASES = ("freeze", "freeze_late", "freeze_noirq", "thaw_noirq", "thaw_early", "thaw",
                       "poweroff", "poweroff_late", "poweroff_noirq",
                       "restore_noirq", "restore_early", "restore", "recover_noirq", "recover_early", "recover")
+class ResumePhases(NamedTuple):
+    """The resume phases of one transition kind, in the order dpm_resume_noirq(),
+    dpm_resume_early() and dpm_resume() run them (drivers/base/power/main.c)."""
+
+    noirq: str
+    early: str
+    normal: str
+
+
 #: Which phases are "resume" phases, per transition kind, in order.
-RESUME_PHASES = {"suspend": ("resume_noirq", "resume_early", "resume"),
-                 "hibernation": ("restore_noirq", "restore_early", "restore")}
+RESUME_PHASES = {"suspend": ResumePhases("resume_noirq", "resume_early", "resume"),
+                 "hibernation": ResumePhases("restore_noirq", "restore_early", "restore")}
 
 _INFO_SUFFIX = {"noirq": "_noirq", "late": "_late", "early": "_early", None: ""}
 _SYMBOL_SUFFIXES = ("_noirq", "_early", "_late")
@@ -213,8 +223,14 @@ class PmTimeline:
         }
 
 
-def _clean(line: str) -> str:
-    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", line).replace("\r", "")
+#: Terminal control sequences a serial console carries: CSI (ash's ``ESC[6n`` cursor query,
+#: colours) and character-set selection (``ESC(B``).
+_TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
+
+
+def strip_terminal(text: str) -> str:
+    """Return console ``text`` without terminal control sequences and carriage returns."""
+    return _TERMINAL_CONTROL.sub("", text).replace("\r", "")
 
 
 def phase_from_symbol(callback: str, kind: str) -> str:
@@ -264,7 +280,7 @@ def parse(text: str) -> PmTimeline:
     open_calls: dict[tuple, Callback] = {}
     lines = text.split("\n")
     for seq, raw in enumerate(lines):
-        m = TIMESTAMP.search(_clean(raw))
+        m = TIMESTAMP.search(strip_terminal(raw))
         if not m:
             continue
         ts, msg = float(m["ts"]), m["msg"].rstrip()

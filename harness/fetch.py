@@ -23,6 +23,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import timeouts
 from harness.cache import Cache, atomic_dir, content_key
 from harness.errors import SetupError, UsageError
 from harness.proc import CommandLog, run, tail
@@ -228,7 +229,7 @@ def debian_mirror(log: CommandLog) -> str:
     the host has no Debian archive in its sources (or has never run ``apt-get update``)."""
     if os.environ.get("HARNESS_DEBIAN_MIRROR"):
         return os.environ["HARNESS_DEBIAN_MIRROR"].rstrip("/")
-    res = run(["apt-get", "indextargets", "--format", "$(ORIGIN)|$(LABEL)|$(REPO_URI)"], log, timeout=60)
+    res = run(["apt-get", "indextargets", "--format", "$(ORIGIN)|$(LABEL)|$(REPO_URI)"], log, timeout=timeouts.APT_QUERY)
     for line in res.output.splitlines():
         origin, _, rest = line.partition("|")
         label, _, uri = rest.partition("|")
@@ -271,7 +272,7 @@ def _compare_versions(a: str, b: str, log: CommandLog) -> int:
     """dpkg's ordering of two Debian versions (-1, 0, 1): ``7.2.9-1`` < ``7.2.13-1``."""
     if a == b:
         return 0
-    res = run(["dpkg", "--compare-versions", a, "lt", b], log, timeout=30)
+    res = run(["dpkg", "--compare-versions", a, "lt", b], log, timeout=timeouts.APT_QUERY)
     return -1 if res.returncode == 0 else 1
 
 
@@ -311,9 +312,9 @@ def resolve_kernel_source(source: KernelSource, cache: Cache, log: CommandLog) -
     names = [source.package]
     if source.fallback:
         found = run(["apt-cache", *opts, "search", "--names-only", f"^{re.escape(source.fallback)}[0-9.]+$"],
-                    log, timeout=120).output
+                    log, timeout=timeouts.APT_NETWORK).output
         names += [line.split(" - ")[0].strip() for line in found.splitlines() if line.strip()]
-    res = run(["apt-cache", *opts, "madison", *dict.fromkeys(names)], log, timeout=120)
+    res = run(["apt-cache", *opts, "madison", *dict.fromkeys(names)], log, timeout=timeouts.APT_NETWORK)
     return pick_kernel_source(madison(res.output), source,
                               lambda a, b: _compare_versions(a, b, log))
 

@@ -29,14 +29,13 @@ from pathlib import Path
 
 import pexpect
 
+from harness import timeouts
+from harness.dmesg import strip_terminal
 from harness.errors import BootError, GuestCrash, GuestHang
 from harness.proc import CommandLog
 
 #: Printed by guest-rootfs/init just before it starts the console shell.
 READY_LINE = "harness-init: ready"
-
-#: CSI/escape sequences (ash's ``ESC[6n`` cursor query, colours).
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
 
 _PR_SET_PDEATHSIG = 1
 
@@ -50,8 +49,9 @@ def _die_with_parent() -> None:
 
 
 def clean_output(raw: str) -> str:
-    """Strip ANSI sequences and carriage returns from console text."""
-    return _ANSI.sub("", raw).replace("\r", "")
+    """Strip terminal control sequences and carriage returns from console text
+    (:func:`harness.dmesg.strip_terminal`)."""
+    return strip_terminal(raw)
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class GuestSession:
     ``boot_timeout`` is in seconds.
     """
 
-    def __init__(self, argv: list[str], console_log: Path, log: CommandLog, *, boot_timeout: float = 120.0):
+    def __init__(self, argv: list[str], console_log: Path, log: CommandLog, *, boot_timeout: float = timeouts.BOOT):
         self.argv = argv
         self.console_log = console_log
         self.log = log
@@ -122,7 +122,7 @@ class GuestSession:
         text = clean_output(self.console_log.read_text(errors="replace"))
         return "\n".join(text.splitlines()[-lines:])
 
-    def run(self, command: str, timeout: float = 30.0) -> CommandResult:
+    def run(self, command: str, timeout: float = timeouts.GUEST_COMMAND) -> CommandResult:
         """Run ``command`` in the guest shell; return its output and exit status.
 
         ``timeout`` is in seconds.  Raises :class:`GuestHang` (exit 7) when the

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from harness import qemu, suspend
+from harness import checks, qemu, suspend, timeouts
 from harness.errors import ConfigError, SetupError
 
 #: Debian's interpreter, where lava-common and lava-dispatcher install their modules.
@@ -101,7 +101,7 @@ def _cycle_commands(scenario: suspend.Scenario, index: int) -> list[dict]:
                     f"|| {_marker('STATE-WRITE-FAILED')}",
          "name": f"{name}-state-write", "successes": [{"message": "HARNESS-RESUMED"}],
          "failures": [{"message": "HARNESS-STATE-WRITE-FAILED"}]},
-        {"command": "dmesg | grep -q 'virtio_pm_probe: consumer resume_early provider=ready' && "
+        {"command": f"dmesg | grep -q {shlex.quote(checks.CONSUMER_READY_LINE)} && "
                     f"{_marker('PROVIDER-READY')} || {_marker('PROVIDER-NOT-READY')}",
          "name": f"{name}-consumer-ready", "successes": [{"message": "HARNESS-PROVIDER-READY"}],
          "failures": [{"message": "HARNESS-PROVIDER-NOT-READY"}]},
@@ -122,8 +122,7 @@ def job(cell_id: str, scenario: suspend.Scenario, profile: qemu.QemuProfile, ker
     }
     if disk_argv:
         images["disk"] = {"image_arg": " ".join(disk_argv), "url": disk.resolve().as_uri()}
-    script = [{"command": "dmesg -n 1"},
-              {"command": "echo 1 > /sys/power/pm_print_times && echo 1 > /sys/power/pm_debug_messages"}]
+    script = [{"command": c} for c in suspend.SETUP_COMMANDS]
     for i in range(1, scenario.cycles + 1):
         script += _cycle_commands(scenario, i)
     timeout = int(5 + scenario.cycles * (scenario.timeout + 30) // 60)
@@ -173,7 +172,7 @@ def validate(paths: list[Path]) -> None:
             "    except Exception as e:\n        print(f'{p}: {e}'); sys.exit(1)\n")
     try:
         proc = subprocess.run([SYSTEM_PYTHON, "-c", code, *map(str, paths)], capture_output=True, text=True,
-                              timeout=120)
+                              timeout=timeouts.APT_NETWORK)
     except FileNotFoundError:
         raise SetupError(f"{SYSTEM_PYTHON} not found: install Debian's lava-common (make setup does)") from None
     if proc.returncode != 0:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness import (__version__, build, checks, dmesg, fetch, kconfig, modules, qemu, report, rootfs, series,
-                     suspend, toolchain, tree)
+                     suspend, timeouts, toolchain, tree)
 from harness.scenarios import find_scenario, uniform, with_cycles
 from harness.cache import Cache
 from harness.config import check_keys, load_yaml_mapping
@@ -62,7 +62,16 @@ class Request:
     kconfig: tuple[str, ...] | None = None
     jobs: int | None = None
     profile: str = "virt-mmio"
-    boot_timeout: float = 120.0
+    boot_timeout: float = timeouts.BOOT
+
+    @property
+    def fragments(self) -> tuple[str, ...]:
+        """The kconfig fragment names this request builds with (its own, else the defaults)."""
+        return tuple(self.kconfig or kconfig.DEFAULT_FRAGMENTS)
+
+    def fragment_files(self) -> list[Path]:
+        """The fragment files under ``kconfigs/``.  Raises ConfigError for an unknown name."""
+        return kconfig.fragment_paths(ROOT / "kconfigs", self.fragments)
 
 
 @dataclass(frozen=True)
@@ -112,7 +121,7 @@ def build_kernel(req: Request, cache: Cache, log: CommandLog, say: Say, timings:
     start = time.monotonic()
     applied, rev = applied_tree(req, cache, log, say)
     timings["apply"] = time.monotonic() - start
-    requests = kconfig.merge(kconfig.fragment_paths(ROOT / "kconfigs", req.kconfig or kconfig.DEFAULT_FRAGMENTS))
+    requests = kconfig.merge(req.fragment_files())
     say(f"build {applied.describe} ({applied.commit[:12]}) for {tc.arch} ...")
     start = time.monotonic()
     built = build.build(applied, requests, tc, log)
@@ -263,7 +272,7 @@ def run_cell(req: Request, scenarios: list[suspend.Scenario], out: Path, cache: 
                        "patches": [{"index": i, "subject": s, "commit": c} for i, s, c in art.tree.patch_commits]}
         result.series = series_record(art.series, len(art.tree.patch_commits))
         result.build = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(art.build).items()}
-        result.build["config"] = list(req.kconfig or kconfig.DEFAULT_FRAGMENTS)
+        result.build["config"] = list(req.fragments)
         result.initramfs = {"path": str(art.initramfs.path), "sha256": art.initramfs.sha256}
         result.versions["gcc"] = art.build.gcc_version
         result.qemu_argv = guest_argv(art, out)
@@ -379,7 +388,7 @@ def unfetchable(cell: "Cell", cache: Cache, log: CommandLog) -> str | None:
 
 
 def load_matrix(path: Path, kconfig_override: tuple[str, ...] | None = None, jobs: int | None = None,
-                boot_timeout: float = 120.0) -> Matrix:
+                boot_timeout: float = timeouts.BOOT) -> Matrix:
     """Load a matrix file (``matrices/NAME.yaml``) and expand its rows into cells.
 
     Each row names a ``revision`` (a directory under patches/, glob allowed:

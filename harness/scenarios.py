@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from harness import checks, suspend
+from harness import checks, suspend, timeouts
 from harness.config import check_keys, load_yaml_mapping
 from harness.errors import ConfigError
 
@@ -70,7 +70,7 @@ def load_scenario(path: Path) -> suspend.Scenario:
         if key in data and (not isinstance(data[key], (int, float)) or data[key] <= 0):
             raise ConfigError(f"{where}: {key}: must be a positive number of seconds")
     return suspend.Scenario(str(data["name"]), data["kind"], steps, int(data.get("wake_seconds", 2)), level,
-                            float(data.get("timeout", 90.0)), str(data.get("description") or "").strip())
+                            float(data.get("timeout", timeouts.CYCLE)), str(data.get("description") or "").strip())
 
 
 def find_scenario(name: str) -> suspend.Scenario:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
+from harness import timeouts
 from harness.cache import Cache, atomic_dir, content_key
 from harness.config import check_keys, load_yaml_mapping
 from harness.errors import ConfigError, FetchError, SeriesError
@@ -239,7 +240,7 @@ def fetch_msgid(msgid: str, cache: Cache, log: CommandLog, version: int | None =
             argv += ["-m", local_mbox]
         if version:
             argv += ["-v", str(version)]
-        res = run([*argv, msgid], log, timeout=300)
+        res = run([*argv, msgid], log, timeout=timeouts.B4)
         if res.returncode != 0 or not (tmp / "series.mbx").is_file():
             raise FetchError(
                 f"b4 could not fetch {msgid}:\n{tail(res.output, 8)}\n"

@@ -33,6 +33,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
+from harness import timeouts
 from harness.errors import ScenarioError
 from harness.guest import GuestSession
 
@@ -85,7 +86,7 @@ class Scenario:
     steps: tuple[Step, ...] = (Step(),)
     wake_seconds: int = 2
     pm_test_level: str = "platform"
-    timeout: float = 90.0
+    timeout: float = timeouts.CYCLE
     description: str = ""
 
     @property
@@ -163,10 +164,16 @@ class CycleRecord:
     pm_test_level: str | None = None
 
 
+#: The guest commands before the first cycle: console loglevel 1 (the console carries only the
+#: shell; dmesg is read whole after each cycle), and the PM debug output the parser reads
+#: (kernel/power/main.c: pm_print_times, pm_debug_messages).  The LAVA export runs the same.
+SETUP_COMMANDS = ("dmesg -n 1", "echo 1 > /sys/power/pm_print_times && echo 1 > /sys/power/pm_debug_messages")
+
+
 def prepare(session: GuestSession) -> GuestFacts:
-    """Lower the console loglevel, enable PM debug output, read the guest's facts."""
-    session.run("dmesg -n 1")
-    session.run("echo 1 > /sys/power/pm_print_times && echo 1 > /sys/power/pm_debug_messages")
+    """Run :data:`SETUP_COMMANDS`, read the guest's facts."""
+    for command in SETUP_COMMANDS:
+        session.run(command)
     mem_sleep = session.run("cat /sys/power/mem_sleep").output.strip()
     m = _RTC_IRQ.search(session.run("cat /proc/interrupts").output)
     release = session.run("uname -r").output.strip()
@@ -234,7 +241,7 @@ def run_cycle(session: GuestSession, scenario: Scenario, index: int, facts: Gues
     """
     step = scenario.steps[index - 1]
     for command in step.before:
-        r = session.run(command, timeout=60)
+        r = session.run(command, timeout=timeouts.STEP_COMMAND)
         if r.exit_status != 0:
             raise ScenarioError(f"scenario {scenario.name}, cycle {index}: before-command {command!r} exited "
                                 f"{r.exit_status}: {r.output.strip()[-300:]}")
@@ -253,10 +260,10 @@ def run_cycle(session: GuestSession, scenario: Scenario, index: int, facts: Gues
     irq = session.run("cat /sys/power/pm_wakeup_irq 2>/dev/null")
     wakeup_irq = int(irq.output) if irq.exit_status == 0 and irq.output.strip().isdigit() else None
     stats = _read_stats(session)
-    trace = session.run(f"grep -v '^#' {_TRACEFS}/trace", timeout=60).output if traced else None
+    trace = session.run(f"grep -v '^#' {_TRACEFS}/trace", timeout=timeouts.GUEST_DUMP).output if traced else None
     health = check_health(session, block=(zlib.crc32(scenario.name.encode()) % 997) * 8 + index)
     virtio = read_virtio_devices(session)
-    dmesg = session.run("dmesg", timeout=60).output
+    dmesg = session.run("dmesg", timeout=timeouts.GUEST_DUMP).output
     return CycleRecord(scenario.name, scenario.kind, index, write.exit_status, write.output,
                        seconds, wakeup_irq, stats, dmesg, health, stats_before, virtio, trace, step.label,
                        scenario.pm_test_level if scenario.kind == "pm_test" else None)
@@ -266,7 +273,7 @@ def check_health(session: GuestSession, block: int) -> tuple[HealthResult, ...]:
     """Run :data:`HEALTH_PROBES` in the guest; ``block`` is the 4 KiB disk block to read."""
     results = []
     for name, command, ok in HEALTH_PROBES:
-        r = session.run(command.format(block=block), timeout=30)
+        r = session.run(command.format(block=block), timeout=timeouts.GUEST_COMMAND)
         results.append(HealthResult(name, ok(r.exit_status, r.output), f"$ {r.command} -> {r.exit_status}: "
                                     + " | ".join(r.output.splitlines()[-3:])))
     return tuple(results)

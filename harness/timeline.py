@@ -115,7 +115,7 @@ def build_timeline(text: str, title: str, failed: list[dict]) -> Timeline:
     if unbound.bars:
         ordered.append(unbound)
     span = max(b.end for b in bands) or 1.0
-    normal = tr.phase(dmesg.RESUME_PHASES[tr.kind][2])
+    normal = tr.phase(dmesg.RESUME_PHASES[tr.kind].normal)
     first_normal = None
     if normal and normal.events and any(f["name"] == "noirq-before-normal" for f in failed):
         first_normal = (normal.events[0].time - t0) * 1000 if normal.events[0].time else None

@@ -1,0 +1,33 @@
+"""Every wait's limit, in seconds: one place for each, so that a guest, a subprocess and a
+download can never wait for ever and a reader finds the number without searching.
+
+The guest limits are defaults that the CLI (``--boot-timeout``, ``--cycle-timeout``), matrix
+files (``boot_timeout``) and scenario files (``timeout``) override.
+"""
+
+#: From QEMU's start to the guest shell's first prompt (kernel boot + initramfs /init), under
+#: TCG on a loaded 2-core machine; a boot measured here takes 5-15 s.
+BOOT = 120.0
+
+#: One suspend/resume cycle, from the arming command to the shell's prompt after resume; a
+#: cycle that takes longer is a HANG (a cycle measured here takes 3-6 s, hibernation 15-30 s).
+CYCLE = 90.0
+
+#: An ordinary guest shell command (mount, echo into sysfs, cat).
+GUEST_COMMAND = 30.0
+
+#: A scenario step's ``before`` command (loading a module, writing a sysfs knob).
+STEP_COMMAND = 60.0
+
+#: A guest command that prints a whole log (``dmesg``, the ftrace buffer).
+GUEST_DUMP = 60.0
+
+#: A query of apt's or dpkg's local state (``apt-get indextargets``, ``dpkg --compare-versions``).
+APT_QUERY = 60.0
+
+#: An apt operation on the network (``apt-get update`` of the harness's own lists, ``madison``,
+#: a download) and a LAVA dispatcher validation.
+APT_NETWORK = 120.0
+
+#: ``b4 am`` fetching a thread from lore.
+B4 = 300.0
