@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from harness.verdict import Verdict
+
 
 class Outcome(enum.Enum):
     """What a tested position showed: before the change (OLD), from it on (NEW), nothing
@@ -47,10 +49,10 @@ class Outcome(enum.Enum):
 #: skip.  kconfig.KconfigMismatch is a requested symbol that did not survive olddefconfig.
 SKIP_ERRORS = ("ApplyError", "BuildError", "KconfigMismatch")
 #: Check verdicts that mean "the check failed" whatever the expectations said.
-_FAILED = ("FAIL", "XFAIL")
-_PASSED = ("PASS", "XPASS")
+_FAILED = (Verdict.FAIL, Verdict.XFAIL)
+_PASSED = (Verdict.PASS, Verdict.XPASS)
 #: Run verdicts that mean "not as expected" (``--verdict``).
-_BAD_RUN = ("FAIL", "XPASS")
+_BAD_RUN = (Verdict.FAIL, Verdict.XPASS)
 #: Evidence lines kept per step.
 _EVIDENCE_LINES = 8
 
@@ -126,7 +128,7 @@ def judge(doc: dict, criterion: Criterion) -> Judgement:
         failed = [c for c in cycles if c.get("verdict") in _BAD_RUN]
         shown = failed[0] if failed else cycles[-1]
         evidence = tuple(f"{shown['scenario']} #{shown['index']} {ch['name']}: {ch['verdict']} {ch['summary']}"
-                         for ch in shown["checks"] if ch["verdict"] not in ("PASS", "SKIP"))
+                         for ch in shown["checks"] if ch["verdict"] not in (Verdict.PASS, Verdict.SKIP))
         return Judgement(failing, len(failed), len(cycles), None,
                          f"verdict {doc.get('verdict')}, {len(failed)}/{len(cycles)} cycles not as expected",
                          evidence[:_EVIDENCE_LINES])

@@ -15,10 +15,7 @@ from harness.config import check_keys, load_yaml_mapping
 from harness.errors import ConfigError
 from harness.ftrace import parse_graph
 from harness.suspend import NOIRQ_TRACE_ROOTS, CycleRecord, GuestFacts
-
-PASS, FAIL, SKIP, ERROR, HANG, XFAIL, XPASS = "PASS", "FAIL", "SKIP", "ERROR", "HANG", "XFAIL", "XPASS"
-#: Verdicts that make a run fail (exit 1, or 7 for HANG).
-BAD_VERDICTS = (FAIL, XPASS, ERROR, HANG)
+from harness.verdict import Verdict, overall  # noqa: F401 (overall: the tests' and report's entry)
 
 
 @dataclass(frozen=True)
@@ -27,7 +24,7 @@ class CheckResult:
     and ``evidence``: lines such as ``#412 [4.5463] PM: noirq resume ...``."""
 
     name: str
-    verdict: str
+    verdict: Verdict
     summary: str
     evidence: tuple[str, ...] = ()
 
@@ -43,22 +40,22 @@ def check_state_write(rec: CycleRecord) -> CheckResult:
     ev = (f"echo > /sys/power/state: exit status {rec.write_status}",) + \
         ((f"output: {rec.write_output}",) if rec.write_output else ())
     if rec.write_status == 0:
-        return CheckResult("state-write", PASS, f"state write returned 0 after {rec.seconds:.2f} s", ev)
-    return CheckResult("state-write", FAIL, f"state write failed (exit status {rec.write_status})", ev)
+        return CheckResult("state-write", Verdict.PASS, f"state write returned 0 after {rec.seconds:.2f} s", ev)
+    return CheckResult("state-write", Verdict.FAIL, f"state write failed (exit status {rec.write_status})", ev)
 
 
 def check_wake_source(rec: CycleRecord, facts: GuestFacts, tr: Transition | None, lines: list[str]) -> CheckResult:
     """An RTC cycle was woken by the PL031 IRQ (``pm_wakeup_irq`` and the kernel's wakeup line)."""
     if rec.kind != "rtc":
-        return CheckResult("wake-source", SKIP, f"{rec.kind} cycle needs no wake source")
+        return CheckResult("wake-source", Verdict.SKIP, f"{rec.kind} cycle needs no wake source")
     ev = [f"/sys/power/pm_wakeup_irq = {rec.wakeup_irq}", f"PL031 IRQ in /proc/interrupts = {facts.rtc_irq}"]
     if tr is not None and tr.wakeup_irq is not None:
         seq = next((i for i in range(tr.start_seq, tr.end_seq or len(lines))
                     if "Triggering wakeup from IRQ" in lines[i]), None)
         ev.append(_line(lines, seq))
     if facts.rtc_irq is not None and rec.wakeup_irq == facts.rtc_irq:
-        return CheckResult("wake-source", PASS, f"woken by the RTC (IRQ {rec.wakeup_irq})", tuple(ev))
-    return CheckResult("wake-source", FAIL, f"wake IRQ {rec.wakeup_irq} is not the RTC's ({facts.rtc_irq})", tuple(ev))
+        return CheckResult("wake-source", Verdict.PASS, f"woken by the RTC (IRQ {rec.wakeup_irq})", tuple(ev))
+    return CheckResult("wake-source", Verdict.FAIL, f"wake IRQ {rec.wakeup_irq} is not the RTC's ({facts.rtc_irq})", tuple(ev))
 
 
 #: With ``pm_test=devices`` the suspend stops after the normal phase (kernel/power/suspend.c
@@ -70,41 +67,41 @@ def check_resume_phases(tr: Transition | None, lines: list[str], pm_test_level: 
     """Every resume phase of the transition's kind is present, in kernel order, none aborted
     (only the normal phase under ``pm_test=devices``)."""
     if tr is None:
-        return CheckResult("resume-phases", FAIL, "no suspend/hibernation transition in the cycle's log")
+        return CheckResult("resume-phases", Verdict.FAIL, "no suspend/hibernation transition in the cycle's log")
     expected = _DEVICES_ONLY if pm_test_level == "devices" else RESUME_PHASES[tr.kind]
     present = [p for p in tr.phases if p.name in expected]
     names = [p.name for p in present]
     ev = tuple(_line(lines, p.end_seq) for p in present)
     if names != list(expected):
-        return CheckResult("resume-phases", FAIL, f"resume phases {names}, expected {list(expected)}", ev)
+        return CheckResult("resume-phases", Verdict.FAIL, f"resume phases {names}, expected {list(expected)}", ev)
     aborted = [p.name for p in present if p.aborted]
     if aborted:
-        return CheckResult("resume-phases", FAIL, f"aborted: {', '.join(aborted)}", ev)
-    return CheckResult("resume-phases", PASS, " -> ".join(names), ev)
+        return CheckResult("resume-phases", Verdict.FAIL, f"aborted: {', '.join(aborted)}", ev)
+    return CheckResult("resume-phases", Verdict.PASS, " -> ".join(names), ev)
 
 
 def check_no_warnings(timeline: PmTimeline, lines: list[str]) -> CheckResult:
     """No WARN, BUG, Oops, sleeping-in-atomic, lockdep, hung-task or RCU-stall line in the cycle."""
     if not timeline.warnings:
-        return CheckResult("no-kernel-warnings", PASS, f"no warnings in {timeline.lines} lines")
+        return CheckResult("no-kernel-warnings", Verdict.PASS, f"no warnings in {timeline.lines} lines")
     kinds = sorted({w.kind for w in timeline.warnings})
-    return CheckResult("no-kernel-warnings", FAIL, f"{len(timeline.warnings)} problem line(s): {', '.join(kinds)}",
+    return CheckResult("no-kernel-warnings", Verdict.FAIL, f"{len(timeline.warnings)} problem line(s): {', '.join(kinds)}",
                        tuple(_line(lines, w.seq) for w in timeline.warnings[:20]))
 
 
 def check_callbacks_ok(tr: Transition | None, lines: list[str]) -> CheckResult:
     """Every device callback returned, and returned 0."""
     if tr is None:
-        return CheckResult("callbacks-returned-0", FAIL, "no transition in the cycle's log")
+        return CheckResult("callbacks-returned-0", Verdict.FAIL, "no transition in the cycle's log")
     events = [e for p in tr.phases for e in p.events]
     bad = [e for e in events if e.rc != 0]
     if not events:
-        return CheckResult("callbacks-returned-0", FAIL, "no device callback lines (pm_print_times off?)")
+        return CheckResult("callbacks-returned-0", Verdict.FAIL, "no device callback lines (pm_print_times off?)")
     if bad:
-        return CheckResult("callbacks-returned-0", FAIL,
+        return CheckResult("callbacks-returned-0", Verdict.FAIL,
                            f"{len(bad)} of {len(events)} callbacks failed or never returned",
                            tuple(_line(lines, e.end_seq if e.end_seq is not None else e.seq) for e in bad[:20]))
-    return CheckResult("callbacks-returned-0", PASS, f"all {len(events)} callbacks returned 0")
+    return CheckResult("callbacks-returned-0", Verdict.PASS, f"all {len(events)} callbacks returned 0")
 
 
 def cycle_transition(timeline: PmTimeline) -> Transition | None:
@@ -137,12 +134,6 @@ def check_cycle(rec: CycleRecord, facts: GuestFacts, timeline: PmTimeline,
     return apply_expectations(results, expect or {})
 
 
-def overall(verdicts: list[str]) -> str:
-    """Combine verdicts: HANG > ERROR > FAIL > XPASS > PASS (SKIP and XFAIL count as PASS)."""
-    for v in (HANG, ERROR, FAIL, XPASS):
-        if v in verdicts:
-            return v
-    return PASS
 
 
 # --- The series' claim (needs the guest probe module) ------------------------------------
@@ -179,15 +170,15 @@ def check_noirq_callback(tr: Transition, lines: list[str]) -> CheckResult:
     name, noirq = "noirq-callback", RESUME_PHASES[tr.kind].noirq
     provider = provider_device(tr)
     if provider is None:
-        return CheckResult(name, FAIL, "no virtio_pm_probe lines in this transition (module not loaded?)")
+        return CheckResult(name, Verdict.FAIL, "no virtio_pm_probe lines in this transition (module not loaded?)")
     cb = _noirq_callback(tr, provider)
     if cb is None:
-        return CheckResult(name, FAIL, f"{provider} has no restore_noirq callback in {noirq}",
+        return CheckResult(name, Verdict.FAIL, f"{provider} has no restore_noirq callback in {noirq}",
                            _where(tr, provider, lines) or ("(no callback of the device at all)",))
     ev = (_line(lines, cb.seq), _line(lines, cb.end_seq))
     if cb.rc != 0:
-        return CheckResult(name, FAIL, f"{cb.callback} returned {cb.rc}", ev)
-    return CheckResult(name, PASS, f"{provider} {cb.callback} in {noirq}, returned 0 after {cb.usecs} us", ev)
+        return CheckResult(name, Verdict.FAIL, f"{cb.callback} returned {cb.rc}", ev)
+    return CheckResult(name, Verdict.PASS, f"{provider} {cb.callback} in {noirq}, returned 0 after {cb.usecs} us", ev)
 
 
 def check_noirq_before_normal(tr: Transition, lines: list[str]) -> CheckResult:
@@ -198,18 +189,18 @@ def check_noirq_before_normal(tr: Transition, lines: list[str]) -> CheckResult:
     cb = _noirq_callback(tr, provider) if provider else None
     line = _probe(tr, "restore_noirq")
     if normal is None:
-        return CheckResult(name, FAIL, f"no {normal_name} phase in the log")
+        return CheckResult(name, Verdict.FAIL, f"no {normal_name} phase in the log")
     first = normal.events[0].seq if normal.events else normal.end_seq
     first_ev = _line(lines, first) + f"  (first {normal_name} callback)"
     if cb is None or cb.end_seq is None or line is None:
         what = "restore_noirq callback" if cb is None or cb.end_seq is None else "probe restore_noirq line"
         ev = _where(tr, provider, lines) if provider else ()
-        return CheckResult(name, FAIL, f"no {what} of the provider before {normal_name}", ev + (first_ev,))
+        return CheckResult(name, Verdict.FAIL, f"no {what} of the provider before {normal_name}", ev + (first_ev,))
     ev = (_line(lines, cb.end_seq), _line(lines, line.seq), first_ev)
     if max(cb.end_seq, line.seq) < first:
-        return CheckResult(name, PASS, f"noirq restore done at #{max(cb.end_seq, line.seq)}, "
+        return CheckResult(name, Verdict.PASS, f"noirq restore done at #{max(cb.end_seq, line.seq)}, "
                                        f"first {normal_name} callback at #{first}", ev)
-    return CheckResult(name, FAIL, f"noirq restore finished at #{max(cb.end_seq, line.seq)}, after the first "
+    return CheckResult(name, Verdict.FAIL, f"noirq restore finished at #{max(cb.end_seq, line.seq)}, after the first "
                                    f"{normal_name} callback at #{first}", ev)
 
 
@@ -219,17 +210,17 @@ def check_noirq_request(tr: Transition, lines: list[str]) -> CheckResult:
     line = _probe(tr, "restore_noirq")
     if line is None:
         later = _probe(tr, "restore")
-        return CheckResult("noirq-request", FAIL, "the probe made no request in restore_noirq",
+        return CheckResult("noirq-request", Verdict.FAIL, "the probe made no request in restore_noirq",
                            (_line(lines, later.seq),) if later else ())
     ring = (line.get("ring_avail_at_entry"), line.get("ring_used_at_entry"))
     if line.get("request") == "ok" and ring != ("0", "0"):
-        return CheckResult("noirq-request", FAIL, f"request answered, but on a stale ring: avail/used index "
+        return CheckResult("noirq-request", Verdict.FAIL, f"request answered, but on a stale ring: avail/used index "
                                                   f"{ring[0]}/{ring[1]} at entry, not 0/0 after reset_vqs",
                            (_line(lines, line.seq),))
     if line.get("request") == "ok":
-        return CheckResult("noirq-request", PASS, f"{line.get('bytes')} bytes in {line.get('usecs')} us on a "
+        return CheckResult("noirq-request", Verdict.PASS, f"{line.get('bytes')} bytes in {line.get('usecs')} us on a "
                                                   f"reinitialised ring (phase {line.phase})", (_line(lines, line.seq),))
-    return CheckResult("noirq-request", FAIL, f"request {line.get('request')} rc={line.get('rc')}",
+    return CheckResult("noirq-request", Verdict.FAIL, f"request {line.get('request')} rc={line.get('rc')}",
                        (_line(lines, line.seq),))
 
 
@@ -246,38 +237,38 @@ def check_consumer_ready(tr: Transition, lines: list[str]) -> CheckResult:
     late = _probe(tr, "consumer resume")
     ev = tuple(_line(lines, e.seq) for e in (early, late) if e)
     if early is None:
-        return CheckResult("consumer-ready", FAIL, "no consumer resume_early line", ev)
+        return CheckResult("consumer-ready", Verdict.FAIL, "no consumer resume_early line", ev)
     if early.get("provider") == "ready":
-        return CheckResult("consumer-ready", PASS, "provider ready at the consumer's resume_early", ev)
-    return CheckResult("consumer-ready", FAIL, f"provider {early.get('provider')} at the consumer's resume_early", ev)
+        return CheckResult("consumer-ready", Verdict.PASS, "provider ready at the consumer's resume_early", ev)
+    return CheckResult("consumer-ready", Verdict.FAIL, f"provider {early.get('provider')} at the consumer's resume_early", ev)
 
 
 def check_no_second_reinit(tr: Transition, lines: list[str]) -> CheckResult:
     """5. The normal restore did not re-initialise the device (DRIVER_OK still set on entry)."""
     line = _probe(tr, "restore")
     if line is None and _probe(tr, "freeze") is None:
-        return CheckResult("no-second-reinit", SKIP, "the probe's device was not frozen in this transition "
+        return CheckResult("no-second-reinit", Verdict.SKIP, "the probe's device was not frozen in this transition "
                                                      "(the suspend aborted before it)")
     if line is None:
-        return CheckResult("no-second-reinit", FAIL, "no probe restore line after its freeze")
+        return CheckResult("no-second-reinit", Verdict.FAIL, "no probe restore line after its freeze")
     ev = (_line(lines, line.seq),)
     if line.get("noirq") == "0":
-        return CheckResult("no-second-reinit", SKIP, "the tree has no noirq virtio PM API", ev)
+        return CheckResult("no-second-reinit", Verdict.SKIP, "the tree has no noirq virtio PM API", ev)
     if line.get("driver_ok_on_entry") == "1":
-        return CheckResult("no-second-reinit", PASS, f"DRIVER_OK set on entry (status {line.get('status')})", ev)
-    return CheckResult("no-second-reinit", FAIL, f"DRIVER_OK lost before the normal restore "
+        return CheckResult("no-second-reinit", Verdict.PASS, f"DRIVER_OK set on entry (status {line.get('status')})", ev)
+    return CheckResult("no-second-reinit", Verdict.FAIL, f"DRIVER_OK lost before the normal restore "
                                                  f"(status {line.get('status')})", ev)
 
 
 def check_devices_work(rec: CycleRecord) -> CheckResult:
     """6. After resume the probe answers a request, the disk reads, and the network link is up."""
     if not rec.health:
-        return CheckResult("devices-work", FAIL, "no health results recorded")
+        return CheckResult("devices-work", Verdict.FAIL, "no health results recorded")
     bad = [h for h in rec.health if not h.ok]
     ev = tuple(f"{h.name}: {'ok' if h.ok else 'FAILED'}: {h.detail}" for h in rec.health)
     if bad:
-        return CheckResult("devices-work", FAIL, f"not working: {', '.join(h.name for h in bad)}", ev)
-    return CheckResult("devices-work", PASS, ", ".join(h.name for h in rec.health), ev)
+        return CheckResult("devices-work", Verdict.FAIL, f"not working: {', '.join(h.name for h in bad)}", ev)
+    return CheckResult("devices-work", Verdict.PASS, ", ".join(h.name for h in rec.health), ev)
 
 
 #: What might_sleep() calls with DEBUG_ATOMIC_SLEEP (kernel/sched/core.c).
@@ -296,22 +287,22 @@ def check_no_sleep_in_noirq(rec: CycleRecord) -> CheckResult:
     """
     name = "no-sleep-in-noirq"
     if rec.noirq_trace is None:
-        return CheckResult(name, SKIP, "not traced: the kernel has no function graph tracer or no "
+        return CheckResult(name, Verdict.SKIP, "not traced: the kernel has no function graph tracer or no "
                                        "virtio-mmio noirq callbacks")
     if rec.kind == "hibernate":
-        return CheckResult(name, SKIP, "the function graph tracer pauses itself for hibernation "
+        return CheckResult(name, Verdict.SKIP, "the function graph tracer pauses itself for hibernation "
                                        "(kernel/trace/fgraph.c ftrace_suspend_notifier_call)")
     calls = parse_graph(rec.noirq_trace)
     roots = [c for c in calls if c.name in NOIRQ_TRACE_ROOTS and not c.path]
     sleeps = [c for c in calls if c.name == _SLEEP]
     if sleeps:
         chains = sorted({c.chain for c in sleeps})
-        return CheckResult(name, FAIL, f"might_sleep() reached {len(sleeps)} time(s) from a noirq callback",
+        return CheckResult(name, Verdict.FAIL, f"might_sleep() reached {len(sleeps)} time(s) from a noirq callback",
                            tuple(f"noirq trace line {c.line + 1}: cpu {c.cpu}: {c.chain}" for c in sleeps[:10])
                            + tuple(f"path: {ch}" for ch in chains[:5]))
     if not roots:
-        return CheckResult(name, SKIP, "no virtio-mmio noirq callback ran in this cycle")
-    return CheckResult(name, PASS, f"{len(roots)} noirq callback(s) traced, {len(calls) - len(roots)} calls "
+        return CheckResult(name, Verdict.SKIP, "no virtio-mmio noirq callback ran in this cycle")
+    return CheckResult(name, Verdict.PASS, f"{len(roots)} noirq callback(s) traced, {len(calls) - len(roots)} calls "
                                    f"under them, none to {_SLEEP}",
                        tuple(f"noirq trace line {c.line + 1}: {c.name}()" for c in roots[:4]))
 
@@ -329,11 +320,11 @@ def check_series(rec: CycleRecord, timeline: PmTimeline) -> list[CheckResult]:
     lines = rec.dmesg.split("\n")
     tr = cycle_transition(timeline)
     if tr is None:
-        missing = [CheckResult(n, FAIL, "no suspend/hibernation transition in the cycle's log")
+        missing = [CheckResult(n, Verdict.FAIL, "no suspend/hibernation transition in the cycle's log")
                    for n in SERIES_CHECKS[:5]]
         return missing + [check_devices_work(rec), check_no_sleep_in_noirq(rec)]
     if rec.pm_test_level == "devices":
-        first = [CheckResult(n, SKIP, "pm_test=devices: the noirq and early phases do not run")
+        first = [CheckResult(n, Verdict.SKIP, "pm_test=devices: the noirq and early phases do not run")
                  for n in _NOIRQ_ONLY]
     else:
         first = [check_noirq_callback(tr, lines), check_noirq_before_normal(tr, lines),
@@ -362,10 +353,10 @@ def check_noirq_failure_handled(rec: CycleRecord, tr: Transition | None, lines: 
     with the series, v6 and later)."""
     name = "noirq-failure-handled"
     if tr is None:
-        return CheckResult(name, FAIL, "no transition in the cycle's log")
+        return CheckResult(name, Verdict.FAIL, "no transition in the cycle's log")
     provider = provider_device(tr)
     if provider is None:
-        return CheckResult(name, FAIL, "no virtio_pm_probe lines in this transition")
+        return CheckResult(name, Verdict.FAIL, "no virtio_pm_probe lines in this transition")
     problems, ev = [], []
     cb = _noirq_callback(tr, provider)
     if cb is None or cb.rc in (None, 0):
@@ -390,8 +381,8 @@ def check_noirq_failure_handled(rec: CycleRecord, tr: Transition | None, lines: 
         if not dev.status & S_FAILED or dev.status & S_DRIVER_OK:
             problems.append(f"status {_status(dev.status)}: expected FAILED without DRIVER_OK")
     if problems:
-        return CheckResult(name, FAIL, "; ".join(problems), tuple(ev))
-    return CheckResult(name, PASS, f"{provider}: restore_noirq returned {cb.rc}, device FAILED, "
+        return CheckResult(name, Verdict.FAIL, "; ".join(problems), tuple(ev))
+    return CheckResult(name, Verdict.PASS, f"{provider}: restore_noirq returned {cb.rc}, device FAILED, "
                                    f"normal restore returned -EIO, no fallback", tuple(ev))
 
 
@@ -417,8 +408,8 @@ def check_freeze_refused(rec: CycleRecord, tr: Transition | None, lines: list[st
     if not (before and after and before.isdigit() and after.isdigit() and int(after) > int(before)):
         problems.append("suspend_stats did not count a failure")
     if problems:
-        return CheckResult(name, FAIL, "; ".join(problems), tuple(ev))
-    return CheckResult(name, PASS, f"{refused[0].device} {refused[0].callback} returned -EOPNOTSUPP, "
+        return CheckResult(name, Verdict.FAIL, "; ".join(problems), tuple(ev))
+    return CheckResult(name, Verdict.PASS, f"{refused[0].device} {refused[0].callback} returned -EOPNOTSUPP, "
                                    f"the suspend was aborted and counted", tuple(ev))
 
 
@@ -440,11 +431,11 @@ def apply_expectations(results: list[CheckResult], expect: dict[str, str]) -> li
     out = []
     for r in results:
         wanted = expect.get(r.name, "pass")
-        if wanted == "any" and r.verdict == FAIL:
-            out.append(CheckResult(r.name, XFAIL, r.summary + " (allowed to fail)", r.evidence))
+        if wanted == "any" and r.verdict == Verdict.FAIL:
+            out.append(CheckResult(r.name, Verdict.XFAIL, r.summary + " (allowed to fail)", r.evidence))
         elif wanted == "fail":
-            verdict = {FAIL: XFAIL, PASS: XPASS}.get(r.verdict, r.verdict)
-            out.append(CheckResult(r.name, verdict, r.summary + (" (expected to fail)" if verdict == XFAIL else
+            verdict = {Verdict.FAIL: Verdict.XFAIL, Verdict.PASS: Verdict.XPASS}.get(r.verdict, r.verdict)
+            out.append(CheckResult(r.name, verdict, r.summary + (" (expected to fail)" if verdict == Verdict.XFAIL else
                                                                  " (expected to FAIL, but passed)"), r.evidence))
         else:
             out.append(r)

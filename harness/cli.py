@@ -25,8 +25,11 @@ from harness.matrix import ROOT
 from harness.errors import HarnessError, UsageError
 from harness.guest import GuestSession
 from harness.proc import CommandLog
+from harness.verdict import Verdict
 
-_VERDICT_EXIT = {"PASS": 0, "SKIP": 0, "FAIL": 1, "XPASS": 1, "ERROR": 1, "HANG": 7}
+#: The exit status of a run or matrix by its verdict (bisect has its own: 0 good, 1 bad, 125 skip).
+VERDICT_EXIT = {Verdict.PASS: 0, Verdict.XFAIL: 0, Verdict.SKIP: 0, Verdict.FAIL: 1, Verdict.XPASS: 1,
+                Verdict.ERROR: 1, Verdict.HANG: 7}
 #: Which exit status a matrix reports when its cells ended differently: an interrupt, then a
 #: hang, then errors of the inputs (usage, series, apply, build, boot), then a failed check.
 _MATRIX_EXIT_ORDER = (130, 7, 2, 3, 4, 5, 6, 1)
@@ -337,7 +340,7 @@ def cmd_boot(args, cache: Cache) -> int:
 
 
 def _exit_code(verdict: str, error_exit: int | None) -> int:
-    return error_exit if error_exit is not None else _VERDICT_EXIT[verdict]
+    return error_exit if error_exit is not None else VERDICT_EXIT[verdict]
 
 
 def cmd_run(args, cache: Cache) -> int:

@@ -6,12 +6,14 @@ errors (bad input, exit 2-4) versus failures of the thing under test
 (build, boot, hang: exit 5-7).
 """
 
+from harness.verdict import Verdict
+
 
 class HarnessError(Exception):
     """Base class.  ``exit_code`` is the process exit status for this error."""
 
     exit_code = 1
-    verdict = "ERROR"
+    verdict = Verdict.ERROR
 
 
 class UsageError(HarnessError):
@@ -70,7 +72,7 @@ class BootError(HarnessError):
     """The guest did not reach its shell, or QEMU exited early (exit 6)."""
 
     exit_code = 6
-    verdict = "ERROR"
+    verdict = Verdict.ERROR
 
 
 class ScenarioError(HarnessError):
@@ -78,7 +80,7 @@ class ScenarioError(HarnessError):
     so its cycle cannot say anything about the kernel (exit 1, verdict ERROR)."""
 
     exit_code = 1
-    verdict = "ERROR"
+    verdict = Verdict.ERROR
 
 
 class GuestHang(HarnessError):
@@ -88,7 +90,7 @@ class GuestHang(HarnessError):
     """
 
     exit_code = 7
-    verdict = "HANG"
+    verdict = Verdict.HANG
 
     def __init__(self, message: str, console_log: str | None = None):
         super().__init__(message)
@@ -103,7 +105,7 @@ class GuestCrash(HarnessError):
     """
 
     exit_code = 1
-    verdict = "FAIL"
+    verdict = Verdict.FAIL
 
     def __init__(self, message: str, console_log: str | None = None):
         super().__init__(message)

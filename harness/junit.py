@@ -16,21 +16,27 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-_FAILURE = {"FAIL": "failure", "XPASS": "failure", "ERROR": "error", "HANG": "error"}
+from harness.verdict import Verdict
+
+#: The JUnit element of a testcase for each verdict: a failure (the kernel is wrong), an error (it
+#: could not be judged), skipped, or only its output (passed, or failed as expected).
+ELEMENT = {Verdict.FAIL: "failure", Verdict.XPASS: "failure", Verdict.ERROR: "error", Verdict.HANG: "error",
+           Verdict.SKIP: "skipped", Verdict.PASS: "system-out", Verdict.XFAIL: "system-out"}
 
 
-def _testcase(suite: ET.Element, classname: str, name: str, verdict: str, summary: str,
+def _testcase(suite: ET.Element, classname: str, name: str, verdict: Verdict, summary: str,
               evidence: list[str], seconds: float = 0.0) -> None:
     case = ET.SubElement(suite, "testcase", classname=classname, name=name, time=f"{seconds:.3f}")
     props = ET.SubElement(case, "properties")
     ET.SubElement(props, "property", name="verdict", value=verdict)
-    if verdict in _FAILURE:
-        el = ET.SubElement(case, _FAILURE[verdict], message=f"{verdict}: {summary}", type=verdict)
+    element = ELEMENT[verdict]
+    if element in ("failure", "error"):
+        el = ET.SubElement(case, element, message=f"{verdict}: {summary}", type=verdict)
         el.text = "\n".join(evidence)
-    elif verdict == "SKIP":
-        ET.SubElement(case, "skipped", message=summary)
+    elif element == "skipped":
+        ET.SubElement(case, element, message=summary)
     else:
-        out = ET.SubElement(case, "system-out")
+        out = ET.SubElement(case, element)
         out.text = "\n".join([f"{verdict}: {summary}", *evidence])
 
 
@@ -54,18 +60,18 @@ def render(results: list[dict]) -> str:
         for cycle in doc.get("cycles", []):
             where = f"{cycle['scenario']} #{cycle['index']}"
             for ch in cycle["checks"]:
-                cases.append((f"{ch['name']} [{where}]", ch["verdict"], ch["summary"], ch["evidence"],
+                cases.append((f"{ch['name']} [{where}]", Verdict(ch["verdict"]), ch["summary"], ch["evidence"],
                               cycle.get("seconds", 0.0) if ch["name"] == "state-write" else 0.0))
         if doc.get("skipped"):
-            cases.append(("run", "SKIP", doc["skipped"], [], 0.0))
+            cases.append(("run", Verdict.SKIP, doc["skipped"], [], 0.0))
         if doc.get("error"):
             lines = doc["error"].split("\n")
-            cases.append(("run", doc.get("error_verdict") or "ERROR", lines[0], lines[1:], 0.0))
+            cases.append(("run", Verdict(doc.get("error_verdict") or Verdict.ERROR), lines[0], lines[1:], 0.0))
         for name, verdict, summary, evidence, seconds in cases:
             _testcase(suite, cell, name, verdict, summary, evidence, seconds)
-        counts = {"tests": len(cases), "failures": sum(1 for c in cases if _FAILURE.get(c[1]) == "failure"),
-                  "errors": sum(1 for c in cases if _FAILURE.get(c[1]) == "error"),
-                  "skipped": sum(1 for c in cases if c[1] == "SKIP")}
+        counts = {"tests": len(cases), "failures": sum(1 for c in cases if ELEMENT[c[1]] == "failure"),
+                  "errors": sum(1 for c in cases if ELEMENT[c[1]] == "error"),
+                  "skipped": sum(1 for c in cases if ELEMENT[c[1]] == "skipped")}
         for key, n in counts.items():
             suite.set(key, str(n))
             totals[key] += n

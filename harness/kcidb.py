@@ -16,10 +16,13 @@ from __future__ import annotations
 import hashlib
 import re
 
+from harness.verdict import Verdict
+
 #: The ``origin`` of everything submitted (KCIDB: ``^[a-z0-9_]+$``).
 ORIGIN = "virtio_pm_harness"
-_STATUS = {"PASS": "PASS", "XFAIL": "PASS", "FAIL": "FAIL", "XPASS": "FAIL", "ERROR": "ERROR", "HANG": "ERROR",
-           "SKIP": "SKIP"}
+#: KCIDB's test status for each verdict (an expected failure is the revision behaving as known).
+STATUS = {Verdict.PASS: "PASS", Verdict.XFAIL: "PASS", Verdict.FAIL: "FAIL", Verdict.XPASS: "FAIL",
+          Verdict.ERROR: "ERROR", Verdict.HANG: "ERROR", Verdict.SKIP: "SKIP"}
 _LOG_MAX = 16384
 
 
@@ -77,20 +80,20 @@ def render(results: list[dict]) -> dict:
                 tests.append({
                     "id": _id("test", build_id, cell, doc.get("started") or "", str(position), ch["name"]),
                     "build_id": build_id, "origin": ORIGIN, "path": f"{base}.{_path_part(ch['name'])}",
-                    "status": _STATUS.get(ch["verdict"], "ERROR"),
+                    "status": STATUS[Verdict(ch["verdict"])],
                     "comment": ch["summary"], "environment": env,
                     "log_excerpt": "\n".join(ch["evidence"])[:_LOG_MAX],
                     "misc": {"verdict": ch["verdict"], "cell": cell, "cycle": cycle["index"]},
                 })
         if doc.get("skipped"):
             tests.append({"id": _id("test", build_id, cell, doc.get("started") or "", "skip"), "build_id": build_id,
-                          "origin": ORIGIN, "path": "pm", "status": "SKIP", "comment": doc["skipped"][:1000],
-                          "environment": env, "misc": {"verdict": "SKIP", "cell": cell}})
+                          "origin": ORIGIN, "path": "pm", "status": STATUS[Verdict.SKIP], "comment": doc["skipped"][:1000],
+                          "environment": env, "misc": {"verdict": Verdict.SKIP, "cell": cell}})
         if doc.get("error"):
-            ended = doc.get("error_verdict") or "ERROR"
+            ended = Verdict(doc.get("error_verdict") or Verdict.ERROR)
             tests.append({"id": _id("test", build_id, cell, doc.get("started") or "", "run"), "build_id": build_id, "origin": ORIGIN,
-                          "path": "pm", "status": "MISS" if not doc.get("cycles") and ended == "ERROR" else
-                          _STATUS.get(ended, "ERROR"),
+                          "path": "pm", "status": "MISS" if not doc.get("cycles") and ended == Verdict.ERROR else
+                          STATUS[ended],
                           "comment": doc["error"].split("\n")[0][:1000], "environment": env,
                           "log_excerpt": doc["error"][:_LOG_MAX], "misc": {"verdict": doc.get("verdict"),
                                                                           "cell": cell}})

@@ -35,6 +35,7 @@ from harness.config import check_keys, load_yaml_mapping
 from harness.errors import ConfigError, FetchError, HarnessError, UsageError
 from harness.guest import GuestSession
 from harness.proc import CommandLog
+from harness.verdict import Verdict
 
 #: The repository root (kconfigs/, qemu-profiles/, guest-rootfs/, scenarios/ live here).
 ROOT = Path(__file__).resolve().parent.parent
@@ -305,7 +306,7 @@ def run_cell(req: Request, scenarios: list[suspend.Scenario], out: Path, cache: 
             hooks.sessions.discard(session)
     except HarnessError as e:
         if hooks.stop.is_set():
-            result.error, result.error_verdict, result.error_type = INTERRUPTED, "ERROR", "KeyboardInterrupt"
+            result.error, result.error_verdict, result.error_type = INTERRUPTED, Verdict.ERROR, "KeyboardInterrupt"
             result.exit_code = 130
         else:
             result.error = f"{type(e).__name__}: {e}"
@@ -313,13 +314,13 @@ def run_cell(req: Request, scenarios: list[suspend.Scenario], out: Path, cache: 
             result.error_type = type(e).__name__
             result.exit_code = e.exit_code
     except KeyboardInterrupt:
-        result.error, result.error_verdict, result.error_type = INTERRUPTED, "ERROR", "KeyboardInterrupt"
+        result.error, result.error_verdict, result.error_type = INTERRUPTED, Verdict.ERROR, "KeyboardInterrupt"
         result.exit_code = 130
         raise
     finally:
         report.write_results(result)
         disk = out / "disk.img"
-        if disk.exists() and result.error is None and result.verdict == "PASS":
+        if disk.exists() and result.error is None and result.verdict == Verdict.PASS:
             disk.unlink()  # up to disk_mb of swap; kept only when the run needs a look
         hooks.stage(result.verdict)
     return result

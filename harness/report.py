@@ -24,7 +24,8 @@ from rich.table import Table
 
 from harness import __version__, junit, kcidb, timeline
 from harness.cache import atomic_write
-from harness.checks import BAD_VERDICTS, FAIL, XPASS, CheckResult, overall
+from harness.checks import CheckResult
+from harness.verdict import BAD, Verdict, overall
 from harness.dmesg import PmTimeline, Transition
 from harness.errors import UsageError
 from harness.suspend import CycleRecord, GuestFacts
@@ -40,7 +41,7 @@ class CycleResult:
     dmesg_file: str
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Verdict:
         return overall([c.verdict for c in self.checks])
 
 
@@ -69,7 +70,7 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     console_log: str | None = None
     error: str | None = None
-    error_verdict: str | None = None
+    error_verdict: Verdict | None = None
     error_type: str | None = None
     exit_code: int | None = None
     expectations: dict = field(default_factory=dict)
@@ -82,20 +83,20 @@ class RunResult:
         if not self.defect:
             return []
         return [f"defect {self.defect} went undetected in {c.record.scenario} #{c.record.index}: "
-                f"{ch.name} passed" for c in self.cycles for ch in c.checks if ch.verdict == XPASS]
+                f"{ch.name} passed" for c in self.cycles for ch in c.checks if ch.verdict == Verdict.XPASS]
 
     @property
-    def verdict(self) -> str:
+    def verdict(self) -> Verdict:
         """The run's verdict; a defect that went undetected in any cycle makes it FAIL; a cell
         that cannot run here is SKIP."""
         if self.skipped:
-            return "SKIP"
+            return Verdict.SKIP
         verdicts = [c.verdict for c in self.cycles]
         if self.error_verdict:
             verdicts.append(self.error_verdict)
         if self.undetected:
-            verdicts.append(FAIL)
-        return overall(verdicts) if verdicts else "ERROR"
+            verdicts.append(Verdict.FAIL)
+        return overall(verdicts) if verdicts else Verdict.ERROR
 
     def tally(self) -> dict:
         """Counts over all cycles: ``cycles``, ``failed_checks`` (FAIL, XPASS, ERROR or HANG:
@@ -105,7 +106,7 @@ class RunResult:
             for ch in c.checks:
                 counts = per_check.setdefault(ch.name, {})
                 counts[ch.verdict] = counts.get(ch.verdict, 0) + 1
-        failed = sum(1 for c in self.cycles for ch in c.checks if ch.verdict in BAD_VERDICTS)
+        failed = sum(1 for c in self.cycles for ch in c.checks if ch.verdict in BAD)
         return {"cycles": len(self.cycles), "failed_checks": failed, "per_check": per_check}
 
 
@@ -165,12 +166,13 @@ def write_results(run: RunResult) -> Path:
     return atomic_write(run.out_dir / "results.json", json.dumps(to_json(run), indent=2) + "\n")
 
 
-_STYLE = {"PASS": "green", "XFAIL": "yellow", "SKIP": "dim", "FAIL": "bold red", "XPASS": "bold red",
-          "ERROR": "bold red", "HANG": "bold red"}
+#: The terminal's rendering of each verdict (rich markup styles).
+STYLE = {Verdict.PASS: "green", Verdict.XFAIL: "yellow", Verdict.SKIP: "dim", Verdict.FAIL: "bold red",
+         Verdict.XPASS: "bold red", Verdict.ERROR: "bold red", Verdict.HANG: "bold red"}
 
 
 def _styled(verdict: str) -> str:
-    return f"[{_STYLE.get(verdict, 'bold')}]{verdict}[/]"
+    return f"[{STYLE.get(verdict, 'bold')}]{verdict}[/]"
 
 
 def _device_cell(events) -> str:
@@ -210,7 +212,7 @@ def print_summary(run: RunResult, console: Console | None = None) -> None:
             last_of_scenario = c is [x for x in run.cycles if x.record.scenario == c.record.scenario][-1]
             for ch in c.checks:
                 key = (ch.name, ch.verdict, ch.summary)
-                if ch.verdict == "SKIP" or key in shown or (ch.verdict == "PASS" and not last_of_scenario):
+                if ch.verdict == Verdict.SKIP or key in shown or (ch.verdict == Verdict.PASS and not last_of_scenario):
                     continue
                 shown.add(key)
                 console.print(escape(f"{c.record.scenario} #{c.record.index} {ch.name}: "), _styled(ch.verdict),
@@ -266,7 +268,7 @@ def _expected_failures(tally: dict) -> dict[str, str]:
     :meth:`RunResult.tally`."""
     out = {}
     for name, counts in tally["per_check"].items():
-        xfail, xpass = counts.get("XFAIL", 0), counts.get("XPASS", 0)
+        xfail, xpass = counts.get(Verdict.XFAIL, 0), counts.get(Verdict.XPASS, 0)
         if xfail or xpass:
             out[name] = f"{xfail}/{sum(counts.values())}"
     return out
@@ -300,7 +302,7 @@ def matrix_to_json(mr) -> dict:
         "matrix": mr.matrix.name,
         "file": str(mr.matrix.path),
         "verdict": overall(verdicts) if len(cells) == len(mr.matrix.cells) and cells else
-        (overall(verdicts + ["ERROR"])),
+        (overall(verdicts + [Verdict.ERROR])),
         "cells_run": len(cells),
         "cells_declared": len(mr.matrix.cells),
         "seconds": round(mr.seconds, 3),
@@ -343,7 +345,7 @@ def print_matrix(mr, console: Console | None = None) -> None:
         shown = set()
         for c in run.cycles:
             for ch in c.checks:
-                if ch.verdict not in ("XFAIL", "XPASS", "FAIL") or ch.name in shown:
+                if ch.verdict not in (Verdict.XFAIL, Verdict.XPASS, Verdict.FAIL) or ch.name in shown:
                     continue
                 shown.add(ch.name)
                 console.print(escape(f"{cell.id} {c.record.scenario} #{c.record.index} {ch.name}: "),
@@ -426,7 +428,7 @@ class MatrixProgress:
         now = time.monotonic()
         with self._lock:
             for cid, (text, t0, t1) in self._rows.items():
-                table.add_row(escape(cid), _styled(text) if text in _STYLE else escape(text),
+                table.add_row(escape(cid), _styled(text) if text in STYLE else escape(text),
                               f"{(t1 or now) - t0:.0f}" if t0 is not None else "")
         return table
 
@@ -444,7 +446,7 @@ class MatrixProgress:
             now = time.monotonic()
             if row[1] is None:
                 row[1] = now
-            if text in _STYLE:  # a verdict: the cell is done, its clock stops
+            if text in STYLE:  # a verdict: the cell is done, its clock stops
                 row[2] = now
 
     def __enter__(self) -> "MatrixProgress":

@@ -20,6 +20,7 @@ from pathlib import Path
 import jinja2
 
 from harness import checks, dmesg
+from harness.verdict import Verdict
 
 #: Colours per phase kind (suffix), as sleepgraph distinguishes them.
 PHASE_COLOURS = {"noirq": "#c8e6ff", "early": "#dcefd0", "": "#fff1c4"}
@@ -122,15 +123,19 @@ def build_timeline(text: str, title: str, failed: list[dict]) -> Timeline:
     return Timeline(title, span, bands, ordered, failed, first_normal)
 
 
+#: The verdicts whose check is marked on a cycle's timeline (everything but PASS and SKIP).
+MARKED = frozenset(Verdict) - {Verdict.PASS, Verdict.SKIP}
+
+
 def _cycle_timelines(cell_dir: Path, doc: dict) -> list[Timeline]:
     cycles = doc.get("cycles", [])
-    bad = [c for c in cycles if c["verdict"] not in ("PASS",)]
+    bad = [c for c in cycles if c["verdict"] != Verdict.PASS]
     shown = (cycles[:_SHOWN_CYCLES] + [c for c in bad if c not in cycles[:_SHOWN_CYCLES]] +
              ([cycles[-1]] if cycles and cycles[-1] not in cycles[:_SHOWN_CYCLES] else []))
     out = []
     for c in shown:
         path = cell_dir / c["dmesg_file"]
-        failed = [ch for ch in c["checks"] if ch["verdict"] in ("FAIL", "XFAIL", "XPASS", "ERROR", "HANG")]
+        failed = [ch for ch in c["checks"] if ch["verdict"] in MARKED]
         title = f"{c['scenario']} #{c['index']}{' ' + c['step'] if c.get('step') else ''}: {c['verdict']}"
         text = path.read_bytes().decode(errors="replace") if path.is_file() else ""
         out.append(build_timeline(text, title, failed))
