@@ -247,18 +247,64 @@ def phase_from_symbol(callback: str, kind: str) -> str:
     return "resume" if kind == "suspend" else "restore"
 
 
-@dataclass
+#: Words one of which every :data:`PROBLEMS` pattern contains: a line with none of them (nearly
+#: every line) is not searched with the patterns (tests/test_dmesg.py holds the two together).
+PROBLEM_WORDS = ("BUG", "WARNING: ", "Oops", "Unable to handle kernel ", "Kernel panic", "INFO: ")
+_PROBLEM_WORD = re.compile("|".join(map(re.escape, PROBLEM_WORDS)))
+
+
+class LineStream:
+    """The printk lines of a log, in order, as ``(seq, time, msg)``: ``seq`` the 0-based line
+    number in the input, ``time`` the printk time in seconds, ``msg`` the text after it.
+    Terminal control sequences and carriage returns are dropped; lines without a printk time
+    (shell prompts, echoed commands) are skipped but counted.  ``len()`` is the line count."""
+
+    def __init__(self, text: str):
+        self._lines = strip_terminal(text).split("\n")
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __iter__(self):
+        search = TIMESTAMP.search
+        for seq, line in enumerate(self._lines):
+            if m := search(line):
+                yield seq, float(m["ts"]), m["msg"].rstrip()
+
+
 class _Open:
-    kind: str
-    label: str | None
-    start_seq: int
-    pending: list[Callback] = field(default_factory=list)
-    phases: list[Phase] = field(default_factory=list)
-    warnings: list[LogProblem] = field(default_factory=list)
-    wakeup_irq: int | None = None
-    pm_test: bool = False
-    probe_pending: list[ProbeEvent] = field(default_factory=list)
-    probe: list[ProbeEvent] = field(default_factory=list)
+    """The transition being read: its callbacks since the last phase boundary (``pending``),
+    its finished phases, and the calls that have not returned yet (key -> index in pending)."""
+
+    def __init__(self, kind: str, label: str | None, start_seq: int):
+        self.kind, self.label, self.start_seq = kind, label, start_seq
+        self.pending: list[Callback] = []
+        self.open_calls: dict[tuple[str | None, str, str], int] = {}
+        self.phases: list[Phase] = []
+        self.warnings: list[LogProblem] = []
+        self.wakeup_irq: int | None = None
+        self.pm_test = False
+        self.probe_pending: list[ProbeEvent] = []
+        self.probe: list[ProbeEvent] = []
+
+    def call(self, cb: Callback) -> None:
+        self.open_calls[(cb.driver, cb.device, cb.callback)] = len(self.pending)
+        self.pending.append(cb)
+
+    def returned(self, key: tuple, rc: int, usecs: int, seq: int) -> None:
+        """Complete the open call ``key``; a return without its call (or from before the last
+        boundary) is ignored."""
+        i = self.open_calls.pop(key, None)
+        if i is not None:
+            start = self.pending[i]
+            self.pending[i] = Callback(start.driver, start.device, start.callback, start.module, start.pid,
+                                       start.parent, rc, usecs, start.seq, seq, start.time)
+
+    def boundary(self, name: str, seq: int, msecs: float, aborted: bool) -> None:
+        self.phases.append(Phase(name, tuple(self.pending), seq, msecs, aborted))
+        self.pending, self.open_calls = [], {}
+        self.probe += [ProbeEvent(e.event, e.fields, e.seq, name) for e in self.probe_pending]
+        self.probe_pending = []
 
     def close(self, end_seq: int | None) -> Transition:
         phases = list(self.phases)
@@ -272,77 +318,82 @@ class _Open:
                           tuple(self.probe + self.probe_pending))
 
 
+class _Parser:
+    """Reads a :class:`LineStream` once: each line goes to the first handler whose format it
+    matches.  Linear in the input: no handler looks back."""
+
+    def __init__(self):
+        self.transitions: list[Transition] = []
+        self.problems: list[LogProblem] = []
+        self.current: _Open | None = None
+
+    def _start(self, kind: str, label: str | None, seq: int) -> None:
+        if self.current:
+            self.transitions.append(self.current.close(None))
+        self.current = _Open(kind, label, seq)
+
+    def _open(self, kind: str, seq: int) -> _Open:
+        """The current transition, or one opened here: the log starts inside a transition."""
+        if self.current is None:
+            self.current = _Open(kind, None, seq)
+        return self.current
+
+    def problem(self, seq: int, msg: str) -> None:
+        if not _PROBLEM_WORD.search(msg):
+            return
+        if kind := next((kind for kind, rx in PROBLEMS if rx.search(msg)), None):
+            problem = LogProblem(kind, seq, msg)
+            self.problems.append(problem)
+            if self.current:
+                self.current.warnings.append(problem)
+
+    def line(self, seq: int, ts: float, msg: str) -> None:
+        self.problem(seq, msg)
+        if "PM: " in msg:
+            self.pm_line(seq, ts, msg)
+        elif self.current and (m := PROBE.match(msg)):
+            fields = tuple(tuple(f.split("=", 1)) for f in m["fields"].split())
+            self.current.probe_pending.append(ProbeEvent(m["event"], fields, seq))
+
+    def pm_line(self, seq: int, ts: float, msg: str) -> None:
+        if msg.startswith("PM: "):
+            self.pm_core_line(seq, msg)
+        elif m := CALLING.match(msg):
+            self._open("hibernation" if "freeze" in m["callback"] else "suspend", seq).call(
+                Callback(m["driver"], m["device"], m["callback"], m["module"], int(m["pid"]), m["parent"],
+                         None, None, seq, None, ts))
+        elif self.current and (m := RETURNED.match(msg)):
+            self.current.returned((m["driver"], m["device"], m["callback"]), int(m["rc"]), int(m["usecs"]), seq)
+
+    def pm_core_line(self, seq: int, msg: str) -> None:
+        """A line of the PM core itself (``PM: ...``): transition entry and exit, phase
+        boundaries, the wake IRQ, pm_test's wait."""
+        cur = self.current
+        if m := SUSPEND_ENTRY.match(msg):
+            self._start("suspend", m["label"], seq)
+        elif HIBERNATE_ENTRY.match(msg):
+            self._start("hibernation", None, seq)
+        elif cur and (SUSPEND_EXIT.match(msg) or HIBERNATE_EXIT.match(msg)):
+            self.transitions.append(cur.close(seq))
+            self.current = None
+        elif m := BOUNDARY.match(msg):
+            if m["info"] not in ("start", "end"):
+                kind = "hibernation" if m["verb"] in ("freeze", "thaw", "restore", "poweroff") else "suspend"
+                self._open(kind, seq).boundary(m["verb"] + _INFO_SUFFIX[m["info"]], seq, float(m["msecs"]),
+                                               m["outcome"] == "aborted")
+        elif cur and (m := WAKEUP_IRQ.match(msg)):
+            cur.wakeup_irq = int(m["irq"])
+        elif cur and PM_TEST.match(msg):
+            cur.pm_test = True
+
+
 def parse(text: str) -> PmTimeline:
-    """Parse log ``text`` into a :class:`PmTimeline`.  Never raises on odd input."""
-    transitions: list[Transition] = []
-    problems: list[LogProblem] = []
-    current: _Open | None = None
-    open_calls: dict[tuple, Callback] = {}
-    lines = text.split("\n")
-    for seq, raw in enumerate(lines):
-        m = TIMESTAMP.search(strip_terminal(raw))
-        if not m:
-            continue
-        ts, msg = float(m["ts"]), m["msg"].rstrip()
-        for kind, rx in PROBLEMS:
-            if rx.search(msg):
-                problem = LogProblem(kind, seq, msg)
-                problems.append(problem)
-                if current:
-                    current.warnings.append(problem)
-                break
-        if mm := SUSPEND_ENTRY.match(msg):
-            if current:
-                transitions.append(current.close(None))
-            current, open_calls = _Open("suspend", mm["label"], seq), {}
-            continue
-        if HIBERNATE_ENTRY.match(msg):
-            if current:
-                transitions.append(current.close(None))
-            current, open_calls = _Open("hibernation", None, seq), {}
-            continue
-        if (SUSPEND_EXIT.match(msg) or HIBERNATE_EXIT.match(msg)) and current:
-            transitions.append(current.close(seq))
-            current = None
-            continue
-        if mm := CALLING.match(msg):
-            if current is None:  # log starts inside a transition
-                current = _Open("hibernation" if "freeze" in mm["callback"] else "suspend", None, seq)
-            cb = Callback(mm["driver"], mm["device"], mm["callback"], mm["module"], int(mm["pid"]),
-                          mm["parent"], None, None, seq, None, ts)
-            key = (mm["driver"], mm["device"], mm["callback"])
-            open_calls[key] = cb
-            current.pending.append(cb)
-            continue
-        if (mm := RETURNED.match(msg)) and current:
-            key = (mm["driver"], mm["device"], mm["callback"])
-            start = open_calls.pop(key, None)
-            if start is not None:
-                done = Callback(start.driver, start.device, start.callback, start.module, start.pid,
-                                start.parent, int(mm["rc"]), int(mm["usecs"]), start.seq, seq, start.time)
-                current.pending[current.pending.index(start)] = done
-            continue
-        if mm := BOUNDARY.match(msg):
-            if mm["info"] in ("start", "end"):
-                continue
-            if current is None:
-                current = _Open("hibernation" if mm["verb"] in ("freeze", "thaw", "restore", "poweroff")
-                                else "suspend", None, seq)
-            name = mm["verb"] + _INFO_SUFFIX[mm["info"]]
-            current.phases.append(Phase(name, tuple(current.pending), seq, float(mm["msecs"]),
-                                        mm["outcome"] == "aborted"))
-            current.pending = []
-            current.probe += [ProbeEvent(e.event, e.fields, e.seq, name) for e in current.probe_pending]
-            current.probe_pending = []
-            continue
-        if current and (mm := PROBE.match(msg)):
-            fields = tuple(tuple(f.split("=", 1)) for f in mm["fields"].split())
-            current.probe_pending.append(ProbeEvent(mm["event"], fields, seq))
-            continue
-        if current and (mm := WAKEUP_IRQ.match(msg)):
-            current.wakeup_irq = int(mm["irq"])
-        elif current and PM_TEST.match(msg):
-            current.pm_test = True
-    if current:
-        transitions.append(current.close(None))
-    return PmTimeline(tuple(transitions), tuple(problems), len(lines))
+    """Parse log ``text`` into a :class:`PmTimeline`, in one pass (time linear in the input).
+    Never raises on odd input."""
+    lines = LineStream(text)
+    parser = _Parser()
+    for seq, ts, msg in lines:
+        parser.line(seq, ts, msg)
+    if parser.current:
+        parser.transitions.append(parser.current.close(None))
+    return PmTimeline(tuple(parser.transitions), tuple(parser.problems), len(lines))

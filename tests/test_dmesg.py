@@ -138,3 +138,53 @@ def test_the_panic_at_the_end_of_the_console_log_is_reported_outside_any_transit
 def test_parse_of_missing_file_is_a_usage_error(tmp_path, capsys):
     assert cli.main(["parse", str(tmp_path / "nope.log")]) == 2
     assert "nope.log" in capsys.readouterr().err
+
+
+def test_every_problem_line_of_every_capture_is_found_past_the_word_filter():
+    """The parser searches the problem patterns only on lines with one of PROBLEM_WORDS: each
+    capture's problem lines, found by searching every pattern on every printk line, are all
+    reported, of the same kind."""
+    fixtures = CAPTURE.parent
+    seen = 0
+    for path in sorted(fixtures.glob("*/*.dmesg")) + sorted(fixtures.glob("*/console.log")):
+        text = path.read_bytes().decode(errors="replace")
+        want = []
+        for seq, _, msg in dmesg.LineStream(text):
+            kind = next((k for k, rx in dmesg.PROBLEMS if rx.search(msg)), None)
+            if kind:
+                want.append((seq, kind))
+        got = [(w.seq, w.kind) for w in dmesg.parse(text).warnings]
+        assert got == want, path
+        seen += len(want)
+    assert seen > 0
+
+
+@pytest.mark.parametrize("line", [
+    # the format strings of the kernel's reports (see dmesg.PROBLEMS for the source files)
+    "BUG: sleeping function called from invalid context at kernel/locking/mutex.c:580",
+    "BUG: scheduling while atomic: swapper/0/1/0x00000002",
+    "WARNING: possible circular locking dependency detected",
+    "WARNING: CPU: 0 PID: 1 at drivers/virtio/virtio.c:100 virtio_dev_remove+0x1c/0x2c",
+    "Internal error: Oops: 0000000096000004 [#1] PREEMPT SMP",
+    "Unable to handle kernel NULL pointer dereference at virtual address 0000000000000008",
+    "kernel BUG at mm/slub.c:42!",
+    "Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b",
+    "INFO: task sh:88 blocked for more than 120 seconds.",
+    "rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",
+])
+def test_each_problem_format_passes_the_word_filter(line):
+    timeline = dmesg.parse(f"[    1.000000] {line}\n")
+    assert len(timeline.warnings) == 1 and timeline.warnings[0].text == line
+
+
+def test_a_return_after_its_phase_ended_is_ignored_not_a_crash():
+    log = "\n".join([
+        "[    1.000000] PM: suspend entry (s2idle)",
+        "[    1.100000] virtio-mmio a000000.virtio_mmio: PM: calling pm_generic_suspend @ 1, parent: platform",
+        "[    1.200000] PM: suspend of devices complete after 0.100 msecs",
+        "[    1.300000] virtio-mmio a000000.virtio_mmio: PM: pm_generic_suspend returned 0 after 3 usecs",
+        "[    1.400000] PM: suspend exit",
+    ])
+    (tr,) = dmesg.parse(log).transitions
+    (cb,) = tr.phase("suspend").events
+    assert cb.rc is None and cb.end_seq is None
