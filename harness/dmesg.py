@@ -18,7 +18,7 @@ lines the phase is inferred from the callback symbol's suffix.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 # --- Line formats, each with the kernel source that prints it (Linux 6.12) ---
