@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness import __version__, suspend, timeline
+from harness import __version__, model, timeline
 from harness.bisect import Conclusion, Criterion, Outcome, Step
 from harness.bisect_run import Plan
 from harness.cache import atomic_write
@@ -36,7 +36,7 @@ class BisectRun:
 
     plan: Plan
     criterion: Criterion
-    scenario: suspend.Scenario
+    scenario: model.Scenario
     steps: tuple[Step, ...]
     conclusion: Conclusion
     error: Step | None

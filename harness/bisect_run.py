@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from harness import bisect, matrix, report, series, suspend, tree
+from harness import bisect, matrix, model, report, series, tree
 from harness.bisect import Criterion, Judgement, Outcome, Step
 from harness.cache import Cache, atomic_dir, content_key
 from harness.checks import ALL_CHECKS
@@ -73,7 +73,7 @@ def _tree_files_key(*roots: Path) -> str:
     return content_key(*parts)
 
 
-def step_key(base: str, patches: tuple[series.Patch, ...], req: matrix.Request, scenario: suspend.Scenario,
+def step_key(base: str, patches: tuple[series.Patch, ...], req: matrix.Request, scenario: model.Scenario,
              expect: Path | None) -> str:
     """The step cache key: base commit, patch mails, kconfig fragments (names and contents), the
     QEMU profile file, the scenario, the expectations file and the guest recipe."""
@@ -173,7 +173,7 @@ class StepRunner:
     Call it as ``runner(index, attempt) -> Step`` (the :data:`harness.bisect.RunStep` shape).
     ``reuse`` False runs every step again (still storing it)."""
 
-    def __init__(self, plan: Plan, scenario: suspend.Scenario, criterion: Criterion, out: Path, cache: Cache,
+    def __init__(self, plan: Plan, scenario: model.Scenario, criterion: Criterion, out: Path, cache: Cache,
                  say: Say, reuse: bool = True, hooks: matrix.CellHooks | None = None):
         self.plan, self.scenario, self.criterion = plan, scenario, criterion
         self.out, self.cache, self.say, self.reuse, self.hooks = out, cache, say, reuse, hooks

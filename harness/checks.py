@@ -14,7 +14,7 @@ from harness.dmesg import RESUME_PHASES, PmTimeline, ProbeEvent, Transition
 from harness.config import check_keys, load_yaml_mapping
 from harness.errors import ConfigError
 from harness.ftrace import parse_graph
-from harness.suspend import NOIRQ_TRACE_ROOTS, CycleRecord, GuestFacts
+from harness.model import NOIRQ_TRACE_ROOTS, CycleRecord, GuestFacts
 from harness.verdict import Verdict, overall  # noqa: F401 (overall: the tests' and report's entry)
 
 
@@ -277,7 +277,7 @@ _SLEEP = "__might_sleep"
 
 def check_no_sleep_in_noirq(rec: CycleRecord) -> CheckResult:
     """7b. No might_sleep() was reached from a virtio-mmio noirq callback, in the function graph
-    trace of :data:`~harness.suspend.NOIRQ_TRACE_ROOTS`.
+    trace of :data:`~harness.model.NOIRQ_TRACE_ROOTS`.
 
     The kernel itself stays silent here: noirq callbacks run preemptible with CPU
     interrupts on (kernel/power/suspend.c calls dpm_resume_noirq() after

@@ -18,8 +18,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import (__version__, bisect, bisect_report, bisect_run, ci, dmesg, fetch, kconfig, lava, matrix, qemu,
-                     report, scenarios, series, suspend, timeouts, toolchain, tree)
+from harness import (__version__, bisect, bisect_report, bisect_run, ci, dmesg, fetch, kconfig, lava, matrix,
+                     model, qemu, report, scenarios, series, timeouts, toolchain, tree)
 from harness.cache import Cache, atomic_write
 from harness.matrix import ROOT
 from harness.errors import HarnessError, UsageError
@@ -257,7 +257,7 @@ def _request(args) -> matrix.Request:
                           boot_timeout=getattr(args, "boot_timeout", timeouts.BOOT))
 
 
-def _parse_scenario(spec: str) -> suspend.Scenario:
+def _parse_scenario(spec: str) -> model.Scenario:
     """``NAME`` or ``NAME:CYCLES``."""
     name, _, count = spec.partition(":")
     scenario = scenarios.find_scenario(name)
@@ -268,7 +268,7 @@ def _parse_scenario(spec: str) -> suspend.Scenario:
     return scenario
 
 
-def _scenarios(args) -> list[suspend.Scenario]:
+def _scenarios(args) -> list[model.Scenario]:
     """``--scenario`` as given, else the default three with the --*-cycles counts."""
     if args.scenario:
         return [_parse_scenario(s) for s in args.scenario]

@@ -1,7 +1,7 @@
 """Parse the function graph tracer's output into call paths.
 
 The guest limits the tracer to the virtio-mmio noirq callbacks
-(:data:`harness.suspend.NOIRQ_TRACE_ROOTS`); this module turns the text of
+(:data:`harness.model.NOIRQ_TRACE_ROOTS`); this module turns the text of
 ``/sys/kernel/tracing/trace`` into :class:`GraphCall` values, each with the
 path of calls that led to it, so a check can say *where* a function such as
 ``__might_sleep`` was reached from.

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from harness import checks, qemu, suspend, timeouts
+from harness import checks, model, qemu, suspend, timeouts
 from harness.errors import ConfigError, SetupError
 
 #: Debian's interpreter, where lava-common and lava-dispatcher install their modules.
@@ -88,7 +88,7 @@ def _marker(word: str) -> str:
     return f"echo HARNESS-'{word}'"
 
 
-def _cycle_commands(scenario: suspend.Scenario, index: int) -> list[dict]:
+def _cycle_commands(scenario: model.Scenario, index: int) -> list[dict]:
     name = f"{scenario.name}-{index}"
     step = scenario.steps[index - 1]
     if scenario.kind == "hibernate":
@@ -112,7 +112,7 @@ def _cycle_commands(scenario: suspend.Scenario, index: int) -> list[dict]:
     return cmds
 
 
-def job(cell_id: str, scenario: suspend.Scenario, profile: qemu.QemuProfile, kernel: Path, initrd: Path,
+def job(cell_id: str, scenario: model.Scenario, profile: qemu.QemuProfile, kernel: Path, initrd: Path,
         disk: Path) -> dict:
     """The LAVA job definition of one cell (a mapping to dump as YAML)."""
     _, append, disk_argv = split_profile(profile)

@@ -27,8 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from harness import (__version__, build, checks, dmesg, fetch, kconfig, modules, qemu, report, rootfs, series,
-                     suspend, timeouts, toolchain, tree)
+from harness import (__version__, build, checks, dmesg, fetch, kconfig, model, modules, qemu, report, rootfs,
+                     series, suspend, timeouts, toolchain, tree)
 from harness.scenarios import find_scenario, uniform, with_cycles
 from harness.cache import Cache
 from harness.config import check_keys, load_yaml_mapping
@@ -176,7 +176,7 @@ class Cell:
 
     revision: str
     request: Request
-    scenario: suspend.Scenario
+    scenario: model.Scenario
     expect: Path | None
     defect: str | None = None
     skip: str | None = None
@@ -199,7 +199,7 @@ class Cell:
         return self.id.replace("/", "__")
 
 
-def reproducer(req: Request, scenarios: list[suspend.Scenario], expect: str | None = None) -> str:
+def reproducer(req: Request, scenarios: list[model.Scenario], expect: str | None = None) -> str:
     """The ``harness run`` command line that reruns one cell (or a run) by itself."""
     argv = ["harness", "run", "--profile", req.profile]
     if req.tree:
@@ -245,7 +245,7 @@ class CellHooks:
     stop: threading.Event = field(default_factory=threading.Event)
 
 
-def run_cell(req: Request, scenarios: list[suspend.Scenario], out: Path, cache: Cache, say: Say,
+def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Cache, say: Say,
              expect_path: Path | None, command: str, defect: str | None = None, cell: str = "",
              hooks: CellHooks | None = None) -> report.RunResult:
     """Build, boot one guest, run ``scenarios`` in order in it, check every cycle; return the result.

@@ -28,7 +28,7 @@ from harness.checks import CheckResult
 from harness.verdict import BAD, Verdict, overall
 from harness.dmesg import PmTimeline, Transition
 from harness.errors import UsageError
-from harness.suspend import CycleRecord, GuestFacts
+from harness.model import CycleRecord, GuestFacts
 
 
 @dataclass(frozen=True)

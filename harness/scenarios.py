@@ -1,10 +1,10 @@
 """Scenario files (``scenarios/NAME.yaml``): what the cycles of a cell do.
 
-A scenario has a ``kind`` (:data:`harness.suspend.SCENARIO_KINDS`) and either
+A scenario has a ``kind`` (:data:`harness.model.SCENARIO_KINDS`) and either
 ``cycles`` identical cycles or a list of ``steps``, one per cycle; a step (or
 the whole scenario) may run guest commands ``before`` its cycle, add scenario
 ``checks`` (:data:`harness.checks.SCENARIO_CHECKS`) and override expectations
-with ``expect``.  Loaded into :class:`harness.suspend.Scenario` values,
+with ``expect``.  Loaded into :class:`harness.model.Scenario` values,
 validated on load with errors that name the file and key.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from harness import checks, suspend, timeouts
+from harness import checks, model, timeouts
 from harness.config import check_keys, load_yaml_mapping
 from harness.errors import ConfigError
 
@@ -25,7 +25,7 @@ _SCENARIO_KEYS = {"name", "description", "kind", "cycles", "steps", "wake_second
 _STEP_KEYS = {"label", "before", "expect", "checks"}
 
 
-def _step(where: str, entry: dict) -> suspend.Step:
+def _step(where: str, entry: dict) -> model.Step:
     before = entry.get("before") or []
     if not isinstance(before, list) or not all(isinstance(c, str) and "\n" not in c.strip() for c in before):
         raise ConfigError(f"{where}.before: must be a list of one-line guest shell commands")
@@ -34,11 +34,11 @@ def _step(where: str, entry: dict) -> suspend.Step:
     if not isinstance(extra, list) or unknown:
         raise ConfigError(f"{where}.checks: unknown scenario check(s) {unknown} "
                           f"(known: {', '.join(checks.SCENARIO_CHECKS)})")
-    return suspend.Step(tuple(c.strip() for c in before), checks.parse_expect(f"{where}: expect", entry.get("expect")),
+    return model.Step(tuple(c.strip() for c in before), checks.parse_expect(f"{where}: expect", entry.get("expect")),
                         tuple(extra), str(entry.get("label") or ""))
 
 
-def load_scenario(path: Path) -> suspend.Scenario:
+def load_scenario(path: Path) -> model.Scenario:
     """Load ``scenarios/NAME.yaml``: either ``cycles`` identical cycles (with optional top-level
     ``before``/``expect``/``checks``) or a list of ``steps``, one per cycle.
 
@@ -46,11 +46,11 @@ def load_scenario(path: Path) -> suspend.Scenario:
     data = load_yaml_mapping(path)
     where = str(path)
     check_keys(where, data, _SCENARIO_KEYS, {"name", "kind"})
-    if data["kind"] not in suspend.SCENARIO_KINDS:
-        raise ConfigError(f"{where}: kind: {data['kind']!r} is not one of {', '.join(suspend.SCENARIO_KINDS)}")
+    if data["kind"] not in model.SCENARIO_KINDS:
+        raise ConfigError(f"{where}: kind: {data['kind']!r} is not one of {', '.join(model.SCENARIO_KINDS)}")
     level = data.get("pm_test_level", "platform")
-    if level not in suspend.PM_TEST_LEVELS:
-        raise ConfigError(f"{where}: pm_test_level: {level!r} is not one of {', '.join(suspend.PM_TEST_LEVELS)}")
+    if level not in model.PM_TEST_LEVELS:
+        raise ConfigError(f"{where}: pm_test_level: {level!r} is not one of {', '.join(model.PM_TEST_LEVELS)}")
     if "steps" in data:
         if {"cycles", "before", "expect", "checks"} & set(data):
             raise ConfigError(f"{where}: 'steps' cannot be combined with cycles/before/expect/checks")
@@ -69,11 +69,11 @@ def load_scenario(path: Path) -> suspend.Scenario:
     for key in ("wake_seconds", "timeout"):
         if key in data and (not isinstance(data[key], (int, float)) or data[key] <= 0):
             raise ConfigError(f"{where}: {key}: must be a positive number of seconds")
-    return suspend.Scenario(str(data["name"]), data["kind"], steps, int(data.get("wake_seconds", 2)), level,
+    return model.Scenario(str(data["name"]), data["kind"], steps, int(data.get("wake_seconds", 2)), level,
                             float(data.get("timeout", timeouts.CYCLE)), str(data.get("description") or "").strip())
 
 
-def find_scenario(name: str) -> suspend.Scenario:
+def find_scenario(name: str) -> model.Scenario:
     """Load ``scenarios/<name>.yaml`` (or a path); ConfigError naming the known ones otherwise."""
     path = Path(name) if name.endswith(".yaml") else SCENARIOS_DIR / f"{name}.yaml"
     if not path.is_file():
@@ -82,12 +82,12 @@ def find_scenario(name: str) -> suspend.Scenario:
     return load_scenario(path)
 
 
-def uniform(scenario: suspend.Scenario) -> bool:
+def uniform(scenario: model.Scenario) -> bool:
     """True when every cycle of ``scenario`` is the same step (so its count can change)."""
     return all(s == scenario.steps[0] for s in scenario.steps)
 
 
-def with_cycles(scenario: suspend.Scenario, cycles: int, where: str = "") -> suspend.Scenario:
+def with_cycles(scenario: model.Scenario, cycles: int, where: str = "") -> model.Scenario:
     """``scenario`` with ``cycles`` repetitions of its (single kind of) step.
 
     Raises ConfigError for a scenario of distinct steps, whose length is fixed."""

@@ -20,7 +20,7 @@ Before the first cycle the console loglevel is lowered (``dmesg -n 1``) so
 kernel messages do not interleave with command output,
 ``pm_print_times``/``pm_debug_messages`` are enabled, and, when the kernel
 has the function graph tracer and virtio-mmio noirq callbacks, the tracer is
-limited to those callbacks (:data:`NOIRQ_TRACE_ROOTS`) so that a sleeping
+limited to those callbacks (:data:`harness.model.NOIRQ_TRACE_ROOTS`) so that a sleeping
 call inside them shows (the kernel does not report one: noirq callbacks run
 preemptible with CPU interrupts on).  The kernel log is read with ``dmesg``
 and cleared before each cycle.
@@ -31,88 +31,20 @@ from __future__ import annotations
 import re
 import time
 import zlib
-from dataclasses import dataclass, field
-
 from harness import timeouts
 from harness.errors import ScenarioError
 from harness.guest import GuestSession
+from harness.model import (NOIRQ_TRACE_ROOTS, CycleRecord, GuestFacts, HealthResult, Scenario,
+                           VirtioDevice)
 
 #: A /proc/interrupts row of the PL031 RTC (drivers/rtc/rtc-pl031.c requests "rtc-pl031").
 _RTC_IRQ = re.compile(r"^\s*(\d+):.*\brtc-pl031\b", re.M)
 
-SCENARIO_KINDS = ("rtc", "pm_test", "hibernate")
-#: /sys/power/pm_test levels (kernel/power/main.c pm_tests[]); ``core`` and
-#: ``processors`` are refused for s2idle.
-PM_TEST_LEVELS = ("devices", "platform", "processors", "core")
-
-#: The callbacks the function graph tracer records from (drivers/virtio/virtio_mmio.c with the
-#: series), and the functions it records under them: the virtio core, the transport, and
-#: ``__might_sleep`` (kernel/sched/core.c; might_sleep() calls it with DEBUG_ATOMIC_SLEEP).
-NOIRQ_TRACE_ROOTS = ("virtio_mmio_freeze_noirq", "virtio_mmio_restore_noirq")
+#: The functions the tracer records under :data:`~harness.model.NOIRQ_TRACE_ROOTS`: the virtio
+#: core, the transport, and ``__might_sleep`` (kernel/sched/core.c; might_sleep() calls it with
+#: DEBUG_ATOMIC_SLEEP).
 NOIRQ_TRACE_FILTER = ("virtio_*", "vm_*", "__might_sleep")
 _TRACEFS = "/sys/kernel/tracing"
-
-
-@dataclass(frozen=True)
-class Step:
-    """One cycle of a scenario beyond the state write itself.
-
-    ``before``: guest shell commands run before the cycle, each of which must
-    exit 0; ``expect``: check name -> ``pass``/``fail``/``any`` for this
-    cycle, over the revision's own expectations; ``checks``: names of extra
-    scenario checks (:data:`harness.checks.SCENARIO_CHECKS`); ``label``: a
-    word for the report (``bound-to-pci``).
-    """
-
-    before: tuple[str, ...] = ()
-    expect: dict[str, str] = field(default_factory=dict)
-    checks: tuple[str, ...] = ()
-    label: str = ""
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """What a sequence of cycles does.
-
-    ``kind`` is one of :data:`SCENARIO_KINDS`; ``steps`` one :class:`Step`
-    per cycle; ``wake_seconds`` is the RTC alarm delay (the PL031 counts
-    whole seconds); ``pm_test_level`` is written to ``/sys/power/pm_test``;
-    ``timeout`` bounds the state write in seconds; ``description`` says
-    what it shows.
-    """
-
-    name: str
-    kind: str
-    steps: tuple[Step, ...] = (Step(),)
-    wake_seconds: int = 2
-    pm_test_level: str = "platform"
-    timeout: float = timeouts.CYCLE
-    description: str = ""
-
-    @property
-    def cycles(self) -> int:
-        """Number of cycles (one per step)."""
-        return len(self.steps)
-
-
-@dataclass(frozen=True)
-class GuestFacts:
-    """Read once per boot: ``mem_sleep`` choices, PL031 IRQ number, kernel release, and whether
-    the function graph tracer records the virtio-mmio noirq callbacks (``noirq_trace``)."""
-
-    mem_sleep: str
-    rtc_irq: int | None
-    kernel_release: str
-    noirq_trace: bool = False
-
-
-@dataclass(frozen=True)
-class HealthResult:
-    """Whether one device still works after resume: ``name``, ``ok``, and the guest's ``detail``."""
-
-    name: str
-    ok: bool
-    detail: str
 
 
 #: After-resume health probes: (name, guest command, test on (exit status, output)).
@@ -125,43 +57,6 @@ HEALTH_PROBES = (
     ("net-link", "ip link set eth0 up && sleep 0.2 && cat /sys/class/net/eth0/operstate",
      lambda rc, out: rc == 0 and out.strip().endswith("up")),
 )
-
-
-@dataclass(frozen=True)
-class VirtioDevice:
-    """A device on the virtio bus after a cycle: ``status`` register (VIRTIO_CONFIG_S_* bits,
-    include/uapi/linux/virtio_config.h), its ``transport`` (parent device) and bound ``driver``."""
-
-    name: str
-    status: int
-    transport: str
-    driver: str | None
-
-
-@dataclass(frozen=True)
-class CycleRecord:
-    """One cycle: which scenario, the state write's exit status and message,
-    its wall time in seconds, ``/sys/power/pm_wakeup_irq`` (None if empty),
-    ``suspend_stats`` counters before and after, the kernel log of the cycle,
-    the health probes, the virtio devices' status after the cycle, the
-    function graph trace of the noirq callbacks (None when not traced), and
-    the step's label and ``pm_test`` level (None unless a pm_test cycle)."""
-
-    scenario: str
-    kind: str
-    index: int
-    write_status: int
-    write_output: str
-    seconds: float
-    wakeup_irq: int | None
-    suspend_stats: dict[str, str] = field(default_factory=dict)
-    dmesg: str = ""
-    health: tuple[HealthResult, ...] = ()
-    stats_before: dict[str, str] = field(default_factory=dict)
-    virtio: tuple[VirtioDevice, ...] = ()
-    noirq_trace: str | None = None
-    step: str = ""
-    pm_test_level: str | None = None
 
 
 #: The guest commands before the first cycle: console loglevel 1 (the console carries only the

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.suspend import CycleRecord, GuestFacts, HealthResult, VirtioDevice
+from harness.model import CycleRecord, GuestFacts, HealthResult, VirtioDevice
 
 FIXTURES = Path(__file__).parent / "fixtures"
 #: Captures from the embedded default kernel; see fixtures/README.md.
