@@ -35,10 +35,12 @@ from harness.config import check_keys, load_yaml_mapping
 from harness.errors import ConfigError, FetchError, HarnessError, UsageError
 from harness.guest import GuestSession
 from harness.proc import CommandLog
+from harness.paths import DATA_ROOT
 from harness.verdict import Verdict
 
-#: The repository root (kconfigs/, qemu-profiles/, guest-rootfs/, scenarios/ live here).
-ROOT = Path(__file__).resolve().parent.parent
+#: Where kconfigs/, qemu-profiles/, guest-rootfs/, scenarios/, matrices/ and patches/ are: the checkout,
+#: or the copy a non-editable install ships (harness/paths.py).
+ROOT = DATA_ROOT
 #: The expectations of the embedded tree without any series.
 BASELINE_EXPECT = ROOT / "patches" / "baseline-6.12" / "expect.yaml"
 

@@ -14,11 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from harness import checks, model, timeouts
+from harness.paths import DATA_ROOT
 from harness.config import check_keys, load_yaml_mapping
 from harness.errors import ConfigError
 
 #: Where the shipped scenarios live.
-SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS_DIR = DATA_ROOT / "scenarios"
 
 _SCENARIO_KEYS = {"name", "description", "kind", "cycles", "steps", "wake_seconds", "pm_test_level", "timeout",
                   "before", "expect", "checks"}
