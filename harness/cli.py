@@ -10,7 +10,9 @@ from the stages are caught here and turned into exit codes:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -20,13 +22,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import (__version__, bisect, bisect_report, bisect_run, ci, dmesg, fetch, kconfig, lava, matrix,
-                     model, qemu, report, scenarios, series, timeouts, toolchain, tree)
+                     model, proc, qemu, report, scenarios, series, timeouts, toolchain, tree)
 from harness.cache import Cache, atomic_write
 from harness.matrix import ROOT
 from harness.errors import HarnessError, UsageError
 from harness.guest import GuestSession
 from harness.proc import CommandLog
 from harness.verdict import Verdict
+
+_LOG = logging.getLogger("harness")
 
 #: The exit status of a run or matrix by its verdict (bisect has its own: 0 good, 1 bad, 125 skip).
 VERDICT_EXIT = {Verdict.PASS: 0, Verdict.XFAIL: 0, Verdict.SKIP: 0, Verdict.FAIL: 1, Verdict.XPASS: 1,
@@ -128,28 +132,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    # -v/-q on every command that runs (not on the groups: a group's default would reset them)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="also show every host command and guest command (-vv: their output too)")
+    common.add_argument("-q", "--quiet", action="count", default=0, help="show only warnings and errors")
 
-    p = sub.add_parser("setup", help="download guest packages and import the embedded kernel trees into the cache")
+    p = sub.add_parser("setup", parents=[common], help="download guest packages and import the embedded kernel trees into the cache")
     p.add_argument("--tree", action="append", metavar="NAME", choices=sorted(tree.EMBEDDED_TREES),
                    help="embedded tree to fetch and import; repeatable (default: those matrices/default.yaml uses)")
 
     p = sub.add_parser("series", help="inspect a series revision")
     ssub = p.add_subparsers(dest="series_command", required=True)
-    p = ssub.add_parser("show", help="table of a revision: version, index, subject, author, msgid, base")
+    p = ssub.add_parser("show", parents=[common], help="table of a revision: version, index, subject, author, msgid, base")
     _add_series_options(p, positional=True)
 
-    p = sub.add_parser("apply", help="apply a revision with git am in its own worktree; print path and commits")
+    p = sub.add_parser("apply", parents=[common], help="apply a revision with git am in its own worktree; print path and commits")
     _add_series_options(p, positional=True)
     _add_tree_options(p)
 
-    p = sub.add_parser("build", help="configure and build a kernel Image and modules")
+    p = sub.add_parser("build", parents=[common], help="configure and build a kernel Image and modules")
     _add_series_options(p)
     _add_tree_options(p)
 
-    p = sub.add_parser("boot", help="build, then boot the guest with its console on this terminal")
+    p = sub.add_parser("boot", parents=[common], help="build, then boot the guest with its console on this terminal")
     _add_guest_options(p)
 
-    p = sub.add_parser("run", help="build, boot, run suspend/resume cycles, check and report",
+    p = sub.add_parser("run", parents=[common], help="build, boot, run suspend/resume cycles, check and report",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_guest_options(p)
     p.add_argument("--out", metavar="DIR", help="results directory (default: $HARNESS_CACHE/runs/<time>)")
@@ -171,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit with git bisect run's statuses (table above) instead of the harness's")
     _add_criterion_options(g)
 
-    p = sub.add_parser("matrix", help="run every cell (revision x profile x scenario) of a matrix file")
+    p = sub.add_parser("matrix", parents=[common], help="run every cell (revision x profile x scenario) of a matrix file")
     p.add_argument("matrix", nargs="?", default="default",
                    help="name in matrices/ or path to a matrix YAML file (default: default)")
     p.add_argument("--out", metavar="DIR", help="results directory (default: $HARNESS_CACHE/runs/matrix-<name>-<time>)")
@@ -185,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell", action="append", metavar="PATTERN",
                    help="run only the cells whose id (revision/profile/scenario) matches; glob, repeatable")
 
-    p = sub.add_parser("bisect", help="find the patch of a revision, or the revision, at which a check changes",
+    p = sub.add_parser("bisect", parents=[common], help="find the patch of a revision, or the revision, at which a check changes",
                        description=BISECT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--series", metavar="SERIES",
@@ -223,30 +232,80 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ci", help="CI workflow definitions from a matrix")
     csub = p.add_subparsers(dest="ci_command", required=True)
-    p = csub.add_parser("generate", help="write a GitHub Actions workflow and a GitLab CI pipeline, one job per cell")
+    p = csub.add_parser("generate", parents=[common], help="write a GitHub Actions workflow and a GitLab CI pipeline, one job per cell")
     p.add_argument("matrix", nargs="?", default="default", help="name in matrices/ or path (default: default)")
     p.add_argument("--out", type=Path, default=ROOT / "ci", help="directory to write into (default: ci/)")
 
     p = sub.add_parser("lava", help="LAVA job definitions for a distributed lab")
     lsub = p.add_subparsers(dest="lava_command", required=True)
-    p = lsub.add_parser("export", help="build each cell's kernel and initramfs, write one LAVA job per cell "
+    p = lsub.add_parser("export", parents=[common], help="build each cell's kernel and initramfs, write one LAVA job per cell "
                                        "and a qemu device dictionary per profile, validated with lava-common")
     p.add_argument("matrix", nargs="?", default="default", help="name in matrices/ or path (default: default)")
     p.add_argument("--cell", action="append", metavar="PATTERN", help="only the cells whose id matches (glob)")
     p.add_argument("--out", type=Path, required=True, help="directory for jobs, device dictionaries and disk images")
 
-    p = sub.add_parser("report", help="re-render junit.xml, kcidb.json and report.html from a saved run directory")
+    p = sub.add_parser("report", parents=[common], help="re-render junit.xml, kcidb.json and report.html from a saved run directory")
     p.add_argument("run_dir", type=Path, metavar="RESULTS_DIR", help="a harness run or matrix output directory")
 
-    p = sub.add_parser("parse", help="parse a saved dmesg or console log into PM phases")
+    p = sub.add_parser("parse", parents=[common], help="parse a saved dmesg or console log into PM phases")
     p.add_argument("file", type=Path)
     p.add_argument("--json", action="store_true", help="print the stable JSON form")
     return parser
 
 
 def _say(message: str) -> None:
-    """Progress line on stderr (stdout carries the report)."""
-    print(f"harness: {message}", file=sys.stderr, flush=True)
+    """A progress line: logged at INFO to the ``harness`` logger, which prints it on stderr
+    (stdout carries the report) and into the run's ``harness.log``."""
+    _LOG.info(message)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is at the time, so that a live progress
+    table (rich, which redirects stderr while it draws) prints the lines above itself."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def configure_logging(verbosity: int) -> None:
+    """Send the ``harness`` logger to stderr as ``harness: <message>``: progress (INFO) by
+    default, host and guest commands (DEBUG) from ``verbosity`` 1, their output
+    (:data:`harness.proc.OUTPUT`) from 2, only warnings below 0."""
+    root = logging.getLogger("harness")
+    for handler in list(root.handlers):
+        if isinstance(handler, _StderrHandler):
+            root.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("harness: %(message)s"))
+    handler.setLevel(proc.OUTPUT if verbosity > 1 else logging.DEBUG if verbosity == 1 else
+                     logging.INFO if verbosity == 0 else logging.WARNING)
+    root.addHandler(handler)
+    root.setLevel(proc.OUTPUT)
+    root.propagate = False
+
+
+@contextlib.contextmanager
+def run_log(path: Path):
+    """While in the block, everything logged (DEBUG and up) is also written to ``path``
+    (a run's or a matrix's ``harness.log``), with the time of each line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(message)s"))
+    handler.setLevel(logging.DEBUG)
+    logging.getLogger("harness").addHandler(handler)
+    try:
+        yield path
+    finally:
+        logging.getLogger("harness").removeHandler(handler)
+        handler.close()
 
 
 def _request(args) -> matrix.Request:
@@ -353,8 +412,9 @@ def cmd_run(args, cache: Cache) -> int:
     revision = Path(req.series).name if req.series else "baseline"
     cell = f"{revision}/{req.profile}/{'+'.join(s.name for s in scenarios)}"
     criterion = _criterion(args)
-    result = matrix.run_cell(req, scenarios, out.resolve(), cache, _say, expect_path,
-                             matrix.reproducer(req, scenarios, args.expect), defect, cell)
+    with run_log(out.resolve() / "harness.log"):
+        result = matrix.run_cell(req, scenarios, out.resolve(), cache, _say, expect_path,
+                                 matrix.reproducer(req, scenarios, args.expect), defect, cell)
     report.print_summary(result)
     _write_reports(out.resolve())
     if args.bisect_exit:
@@ -385,6 +445,12 @@ def cmd_bisect(args, cache: Cache) -> int:
     out = (Path(args.out) if args.out else cache.root / "runs" / (
         "bisect-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    with run_log(out / "harness.log"):
+        return _bisect(args, cache, criterion, scenario, out)
+
+
+def _bisect(args, cache: Cache, criterion: bisect.Criterion, scenario: model.Scenario, out: Path) -> int:
+    """The bisect of :func:`cmd_bisect`'s checked arguments into ``out``; returns the exit status."""
     log = CommandLog(out / "commands.log")
     base_req = matrix.Request(tree=args.tree, base=args.base, series_version=args.series_version,
                               b4_local_mbox=args.b4_local_mbox,
@@ -465,9 +531,9 @@ def cmd_matrix(args, cache: Cache) -> int:
         return 0
     out = Path(args.out) if args.out else cache.root / "runs" / (
         f"matrix-{mx.name}-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
-    _say(f"matrix {mx.name}: {len(mx.cells)} cells into {out}")
-    with report.MatrixProgress(mx.cells) as progress:
-        result = matrix.run_matrix(mx, out.resolve(), cache, progress.say, args.jobs, progress.stage)
+    with run_log(out.resolve() / "harness.log"), report.MatrixProgress(mx.cells) as progress:
+        _say(f"matrix {mx.name}: {len(mx.cells)} cells into {out}")
+        result = matrix.run_matrix(mx, out.resolve(), cache, _say, args.jobs, progress.stage)
     report.print_matrix(result)
     _write_reports(out.resolve())
     return matrix_exit([_exit_code(run.verdict, run.exit_code) for _, run in result.cells])
@@ -562,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
+    configure_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
     cache = Cache.from_env()
     try:
         return _COMMANDS[args.command](args, cache)

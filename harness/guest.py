@@ -18,6 +18,7 @@ harness itself is killed).
 from __future__ import annotations
 
 import ctypes
+import logging
 import re
 import secrets
 import shlex
@@ -32,7 +33,9 @@ import pexpect
 from harness import timeouts
 from harness.dmesg import strip_terminal
 from harness.errors import BootError, GuestCrash, GuestHang
-from harness.proc import CommandLog
+from harness.proc import OUTPUT, CommandLog
+
+_LOG = logging.getLogger("harness.guest")
 
 #: Printed by guest-rootfs/init just before it starts the console shell.
 READY_LINE = "harness-init: ready"
@@ -99,6 +102,7 @@ class GuestSession:
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
         self._logfile = open(self.console_log, "w", encoding="utf-8", errors="replace")
         self.log.write(f"$ {shlex.join(self.argv)}\n# console: {self.console_log}\n")
+        _LOG.debug("$ %s  # console: %s", shlex.join(self.argv), self.console_log)
         start = time.monotonic()
         self._child = pexpect.spawn(self.argv[0], self.argv[1:], encoding="utf-8", codec_errors="replace",
                                     timeout=self.boot_timeout, maxread=65536, echo=False,
@@ -139,6 +143,7 @@ class GuestSession:
             self._child.expect(re.compile(rf"{marker}-(\d+)\r*\n"), timeout=timeout)
         except pexpect.TIMEOUT:
             self.log.write(f"# guest: {command!r} timed out after {timeout:.0f} s\n")
+            _LOG.debug("guest$ %s  # timed out after %.0f s", command, timeout)
             raise GuestHang(f"guest did not finish {command!r} within {timeout:.0f} s; "
                             f"console log kept at {self.console_log}:\n{self._tail()}",
                             str(self.console_log)) from None
@@ -152,6 +157,9 @@ class GuestSession:
         output = clean_output(body).strip("\n")
         status = int(self._child.match.group(1))
         self.log.write(f"# guest$ {command}\n# status={status} seconds={seconds:.2f}\n{output}\n")
+        _LOG.debug("guest$ %s  # status=%s, %.2f s", command, status, seconds)
+        if output.strip():
+            _LOG.log(OUTPUT, "%s", output.rstrip())
         return CommandResult(command, output, status, seconds)
 
     def interact(self) -> None:

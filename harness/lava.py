@@ -19,13 +19,13 @@ runs end to end under ``lava-run`` from ``lava-dispatcher`` in the tests.
 from __future__ import annotations
 
 import shlex
-import subprocess
 from pathlib import Path
 
 import yaml
 
 from harness import checks, model, qemu, suspend, timeouts
 from harness.errors import ConfigError, SetupError
+from harness.proc import CommandLog, run
 
 #: Debian's interpreter, where lava-common and lava-dispatcher install their modules.
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -171,14 +171,13 @@ def validate(paths: list[Path]) -> None:
             "    try:\n        validate(yaml.safe_load(open(p)), strict=True)\n"
             "    except Exception as e:\n        print(f'{p}: {e}'); sys.exit(1)\n")
     try:
-        proc = subprocess.run([SYSTEM_PYTHON, "-c", code, *map(str, paths)], capture_output=True, text=True,
-                              timeout=timeouts.APT_NETWORK)
+        res = run([SYSTEM_PYTHON, "-c", code, *map(str, paths)], CommandLog(), timeout=timeouts.APT_NETWORK)
     except FileNotFoundError:
         raise SetupError(f"{SYSTEM_PYTHON} not found: install Debian's lava-common (make setup does)") from None
-    if proc.returncode != 0:
-        if "No module named 'lava_common'" in proc.stderr:
+    if res.returncode != 0:
+        if "No module named 'lava_common'" in res.output:
             raise SetupError("Debian's lava-common is not installed (apt-get install lava-common; make setup does)")
-        raise ConfigError(f"LAVA schema: {proc.stdout.strip() or proc.stderr.strip()[-500:]}")
+        raise ConfigError(f"LAVA schema: {res.output.strip()[-500:]}")
 
 
 def dump(path: Path, doc: dict) -> Path:

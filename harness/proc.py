@@ -1,11 +1,14 @@
 """The one helper through which the harness runs host commands.
 
-Every command is appended to the run's log with its working directory, its
-duration in seconds and its output, so a failed run can be replayed by hand.
+Every command is appended to the run's transcript (``commands.log``) with its working
+directory, its duration in seconds and its output, so a failed run can be replayed by hand,
+and logged to the ``harness.proc`` logger: the command line at DEBUG (``harness -v``), its
+output at :data:`OUTPUT` (``-vv``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import subprocess
@@ -13,6 +16,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
+
+_LOG = logging.getLogger("harness.proc")
+
+#: The logging level of a command's output: below DEBUG, shown with ``-vv``.
+OUTPUT = 5
+logging.addLevelName(OUTPUT, "OUTPUT")
 
 
 @dataclass(frozen=True)
@@ -79,8 +88,11 @@ def run(
     seconds = time.monotonic() - start
     env_text = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
     shown = f"(output in {output_file})\n" if output_file else output
-    log.write(f"$ {'cd ' + str(cwd) + ' && ' if cwd else ''}{env_text + ' ' if env_text else ''}"
-              f"{shlex.join(args)}\n# rc={proc.returncode} seconds={seconds:.2f}\n{shown}\n")
+    line = f"{'cd ' + str(cwd) + ' && ' if cwd else ''}{env_text + ' ' if env_text else ''}{shlex.join(args)}"
+    log.write(f"$ {line}\n# rc={proc.returncode} seconds={seconds:.2f}\n{shown}\n")
+    _LOG.debug("$ %s  # rc=%d, %.2f s", line, proc.returncode, seconds)
+    if shown.strip():
+        _LOG.log(OUTPUT, "%s", shown.rstrip())
     return Completed(args, proc.returncode, output, seconds)
 
 

@@ -411,8 +411,9 @@ def write_reports(run_dir: Path, title: str | None = None) -> dict[str, Path]:
 class MatrixProgress:
     """A live table of the cells of a matrix run: each cell's stage (build, boot,
     ``s2idle-rtc 3/5``, its verdict) and seconds since it started.  On a terminal it redraws
-    in place (rich Live on stderr); elsewhere it stays silent and the progress lines are the
-    record.  Use as a context manager; :meth:`stage` is thread-safe."""
+    in place (rich Live on stderr, which prints what is written to stderr meanwhile, the
+    ``harness`` logger's progress lines, above itself); elsewhere it stays silent and the
+    progress lines are the record.  Use as a context manager; :meth:`stage` is thread-safe."""
 
     def __init__(self, cells, console: Console | None = None):
         self.console = console or Console(stderr=True)
@@ -431,13 +432,6 @@ class MatrixProgress:
                 table.add_row(escape(cid), _styled(text) if text in STYLE else escape(text),
                               f"{(t1 or now) - t0:.0f}" if t0 is not None else "")
         return table
-
-    def say(self, message: str) -> None:
-        """A progress line: printed above the live table on a terminal, to stderr otherwise."""
-        if self._live:
-            self.console.print(f"harness: {message}", markup=False, highlight=False)
-        else:
-            print(f"harness: {message}", file=sys.stderr, flush=True)
 
     def stage(self, cell, text: str) -> None:
         with self._lock:

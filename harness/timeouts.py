@@ -22,6 +22,9 @@ STEP_COMMAND = 60.0
 #: A guest command that prints a whole log (``dmesg``, the ftrace buffer).
 GUEST_DUMP = 60.0
 
+#: A host tool asked for its version (``aarch64-linux-gnu-gcc --version``, ``qemu-system-aarch64 --version``).
+TOOL_VERSION = 30.0
+
 #: A query of apt's or dpkg's local state (``apt-get indextargets``, ``dpkg --compare-versions``).
 APT_QUERY = 60.0
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import timeouts
 from harness.cache import Cache
 from harness.errors import SetupError
+from harness.proc import CommandLog, run
 
 #: Host commands the harness needs and the Debian package that provides each.
 HOST_TOOLS = {
@@ -83,8 +84,8 @@ def check_host_tools() -> None:
 def arm64(cache: Cache, jobs: int | None = None) -> Toolchain:
     """Return the Debian ``aarch64-linux-gnu-`` toolchain; raises :class:`SetupError` if absent."""
     check_host_tools()
-    out = subprocess.run(["aarch64-linux-gnu-gcc", "--version"], capture_output=True, text=True, check=False)
-    version = out.stdout.splitlines()[0] if out.stdout else "unknown"
+    out = run(["aarch64-linux-gnu-gcc", "--version"], CommandLog(), timeout=timeouts.TOOL_VERSION).output
+    version = out.splitlines()[0] if out else "unknown"
     return Toolchain("arm64", "aarch64-linux-gnu-", version, cache.root / "ccache", cache.root,
                      jobs or os.cpu_count() or 1)
 
@@ -92,7 +93,7 @@ def arm64(cache: Cache, jobs: int | None = None) -> Toolchain:
 def qemu_version(binary: str = "qemu-system-aarch64") -> str:
     """Return the first line of ``qemu-system-aarch64 --version`` (or ``unknown``)."""
     try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+        res = run([binary, "--version"], CommandLog(), timeout=timeouts.TOOL_VERSION)
     except FileNotFoundError:
         return "unknown"
-    return out.stdout.splitlines()[0] if out.stdout else "unknown"
+    return res.output.splitlines()[0] if res.returncode == 0 and res.output else "unknown"
