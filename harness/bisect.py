@@ -109,7 +109,7 @@ def _first_line(text: str | None) -> str:
 
 
 def judge(doc: dict, criterion: Criterion) -> Judgement:
-    """Read a step's ``results.json`` document (shape of :func:`harness.report.to_json`).
+    """Read a step's ``results.json`` document (shape of :func:`harness.results.to_json`).
 
     An error of a kind in :data:`SKIP_ERRORS` makes the step SKIP; any other error
     (hang, boot failure, crash, harness failure, interrupt) makes it ERROR: the answer is

@@ -1,4 +1,4 @@
-"""Running a bisect: each step is one cell run (``matrix.run_cell``, the same function behind
+"""Running a bisect: each step is one cell run (``pipeline.run_cell``, the same function behind
 ``harness run`` and ``harness matrix``), kept in the bisect's directory and in a step cache.
 
 Over the patches of a revision, position ``k`` is the revision's first ``k`` patches
@@ -22,7 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from harness import bisect, matrix, model, report, series, tree
+from harness import bisect, matrix, model, pipeline, results, series, tree
+from harness.paths import DATA_ROOT
 from harness.bisect import Criterion, Judgement, Outcome, Step
 from harness.cache import Cache, atomic_dir, content_key
 from harness.checks import ALL_CHECKS
@@ -38,13 +39,13 @@ _NOT_KEPT = ("disk.img",)
 @dataclass(frozen=True)
 class Position:
     """What one position stands for: ``label`` (``patches 1-3``, ``patches/defects/late-provider``),
-    the :class:`matrix.Request` that builds it, the expectations file, the tree ``commit`` when
+    the :class:`pipeline.Request` that builds it, the expectations file, the tree ``commit`` when
     known before running, the ``patch`` added at this position (None for the base or a revision),
     why it is known to be a ``skip`` without running it, and (revisions mode) the ``revision``."""
 
     index: int
     label: str
-    request: matrix.Request
+    request: pipeline.Request
     expect: Path | None
     commit: str | None = None
     patch: series.Patch | None = None
@@ -73,19 +74,19 @@ def _tree_files_key(*roots: Path) -> str:
     return content_key(*parts)
 
 
-def step_key(base: str, patches: tuple[series.Patch, ...], req: matrix.Request, scenario: model.Scenario,
+def step_key(base: str, patches: tuple[series.Patch, ...], req: pipeline.Request, scenario: model.Scenario,
              expect: Path | None) -> str:
     """The step cache key: base commit, patch mails, kconfig fragments (names and contents), the
     QEMU profile file, the scenario, the expectations file and the guest recipe."""
     frags = req.fragment_files()
-    profile = matrix.ROOT / "qemu-profiles" / f"{req.profile}.yaml"
+    profile = DATA_ROOT / "qemu-profiles" / f"{req.profile}.yaml"
     return content_key(base, *(p.raw for p in patches), *(f.read_bytes() for f in frags),
                        profile.read_bytes() if profile.is_file() else req.profile, repr(scenario),
                        expect.read_bytes() if expect and expect.is_file() else "",
-                       _tree_files_key(matrix.ROOT / "guest-rootfs"))
+                       _tree_files_key(DATA_ROOT / "guest-rootfs"))
 
 
-def plan_patches(spec: str, base_req: matrix.Request, cache: Cache, log: CommandLog, say: Say,
+def plan_patches(spec: str, base_req: pipeline.Request, cache: Cache, log: CommandLog, say: Say,
                  good: int | None, bad: int | None) -> Plan:
     """The positions ``good..bad`` (default 0..N) of revision ``spec`` on the tree of ``base_req``.
 
@@ -133,7 +134,7 @@ def _is_bare(path: Path) -> bool:
         p.name != "expect.yaml" for p in path.iterdir())
 
 
-def plan_revisions(specs: list[str], base_req: matrix.Request, cache: Cache, log: CommandLog, say: Say) -> Plan:
+def plan_revisions(specs: list[str], base_req: pipeline.Request, cache: Cache, log: CommandLog, say: Say) -> Plan:
     """One position per revision in the order given; a ``patches/NAME`` directory holding only
     ``expect.yaml`` is the bare tree.  Each revision is loaded now (so a bad one fails before
     anything is built) and applied on its own base (``--base``, else its base-commit, else HEAD).
@@ -174,7 +175,7 @@ class StepRunner:
     ``reuse`` False runs every step again (still storing it)."""
 
     def __init__(self, plan: Plan, scenario: model.Scenario, criterion: Criterion, out: Path, cache: Cache,
-                 say: Say, reuse: bool = True, hooks: matrix.CellHooks | None = None):
+                 say: Say, reuse: bool = True, hooks: pipeline.CellHooks | None = None):
         self.plan, self.scenario, self.criterion = plan, scenario, criterion
         self.out, self.cache, self.say, self.reuse, self.hooks = out, cache, say, reuse, hooks
         self._by_index = {p.index: p for p in plan.positions}
@@ -198,7 +199,7 @@ class StepRunner:
     def reproducer(self, pos: Position) -> str:
         """``harness run ... --bisect-exit --check NAME``: reruns the step and exits 0/1/125 as it did."""
         expect = self.expect(pos)
-        line = matrix.reproducer(pos.request, [self.scenario], str(expect) if expect else None) + " --bisect-exit"
+        line = pipeline.reproducer(pos.request, [self.scenario], str(expect) if expect else None) + " --bisect-exit"
         line += "".join(f" --check {c}" for c in self.criterion.checks)
         if self.criterion.threshold > 1:
             line += f" --threshold {self.criterion.threshold}"
@@ -225,12 +226,12 @@ class StepRunner:
         else:
             shutil.rmtree(step_dir, ignore_errors=True)
             self.say(f"{pos.label}: apply, build, boot, {self.scenario.cycles} x {self.scenario.name}")
-            run = matrix.run_cell(pos.request, [self.scenario], step_dir.resolve(), self.cache, self.say,
+            run = pipeline.run_cell(pos.request, [self.scenario], step_dir.resolve(), self.cache, self.say,
                                   self.expect(pos), self.reproducer(pos), None,
                                   f"{pos.label}/{pos.request.profile}/{self.scenario.name}", self.hooks)
             if run.error and run.exit_code == 130:
                 raise KeyboardInterrupt(run.error)
-        doc = report.load_results(step_dir)[0][1]
+        doc = results.load_results(step_dir)[0][1]
         judgement = bisect.judge(doc, self.criterion)
         if not reused and judgement.untestable is not Outcome.ERROR:
             self._store(step_dir, cached)

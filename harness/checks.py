@@ -8,14 +8,11 @@ reviewer can verify it without rerunning anything.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from harness.dmesg import RESUME_PHASES, PmTimeline, ProbeEvent, Transition
-from harness.config import check_keys, load_yaml_mapping
-from harness.errors import ConfigError
 from harness.ftrace import parse_graph
 from harness.model import NOIRQ_TRACE_ROOTS, CycleRecord, GuestFacts
-from harness.verdict import Verdict, overall  # noqa: F401 (overall: the tests' and report's entry)
+from harness.verdict import Verdict
 
 
 @dataclass(frozen=True)
@@ -445,28 +442,3 @@ def apply_expectations(results: list[CheckResult], expect: dict[str, str]) -> li
 #: Every check name a per-cycle result can carry.
 ALL_CHECKS = ("state-write", "wake-source", "resume-phases", "no-kernel-warnings", "callbacks-returned-0",
               *SERIES_CHECKS, *SCENARIO_CHECKS)
-
-
-def parse_expect(where: str, value) -> dict[str, str]:
-    """Validate an ``expect`` mapping (check name -> ``pass``/``fail``/``any``; None is empty).
-
-    Raises :class:`ConfigError` naming ``where`` (file and key) and the bad check or value."""
-    value = value or {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: must map check names to pass, fail or any")
-    for name, v in value.items():
-        if name not in ALL_CHECKS:
-            raise ConfigError(f"{where}.{name}: unknown check (known: {', '.join(ALL_CHECKS)})")
-        if v not in ("pass", "fail", "any"):
-            raise ConfigError(f"{where}.{name}: {v!r} is not pass, fail or any")
-    return dict(value)
-
-
-def load_expectations(path: Path) -> dict[str, str]:
-    """Load ``expect.yaml`` (``expect: {check: pass|fail|any}``, ``reason: text``).
-
-    Raises :class:`ConfigError` naming the file and the unknown check or value.
-    """
-    data = load_yaml_mapping(path)
-    check_keys(str(path), data, {"revision", "expect", "reason"}, {"expect"})
-    return parse_expect(f"{path}: expect", data["expect"])

@@ -26,6 +26,14 @@ STATUS = {Verdict.PASS: "PASS", Verdict.XFAIL: "PASS", Verdict.FAIL: "FAIL", Ver
 _LOG_MAX = 16384
 
 
+def patchset_hash(patch_sha256s: list[str]) -> str:
+    """KCIDB's ``patchset_hash``: the sha256 over each patch's sha256 (hex) followed by a
+    newline, in series order; "" for no patches (a bare tree)."""
+    if not patch_sha256s:
+        return ""
+    return hashlib.sha256("".join(h + "\n" for h in patch_sha256s).encode()).hexdigest()
+
+
 def _path_part(name: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_-]", "_", name).replace("-", "_")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from harness import checks, model, timeouts
+from harness import checks, expectations, model, timeouts
 from harness.paths import DATA_ROOT
 from harness.config import check_keys, load_yaml_mapping
 from harness.errors import ConfigError
@@ -35,7 +35,7 @@ def _step(where: str, entry: dict) -> model.Step:
     if not isinstance(extra, list) or unknown:
         raise ConfigError(f"{where}.checks: unknown scenario check(s) {unknown} "
                           f"(known: {', '.join(checks.SCENARIO_CHECKS)})")
-    return model.Step(tuple(c.strip() for c in before), checks.parse_expect(f"{where}: expect", entry.get("expect")),
+    return model.Step(tuple(c.strip() for c in before), expectations.parse_expect(f"{where}: expect", entry.get("expect")),
                         tuple(extra), str(entry.get("label") or ""))
 
 

@@ -2,8 +2,8 @@
 
 Each output maps it once, in a table of its own, keyed by :class:`Verdict` and complete
 (tests assert it): JUnit (:data:`harness.junit.ELEMENT`), KCIDB
-(:data:`harness.kcidb.STATUS`), the exit status (:data:`harness.cli.VERDICT_EXIT`), the
-terminal (:data:`harness.report.STYLE`) and the HTML report (a ``v-<VERDICT>`` CSS class in
+(:data:`harness.kcidb.STATUS`), the exit status (:data:`harness.commands.VERDICT_EXIT`), the
+terminal (:data:`harness.terminal.STYLE`) and the HTML report (a ``v-<VERDICT>`` CSS class in
 ``templates/report.html.j2``; :data:`harness.timeline.MARKED` for the checks it marks).
 """
 

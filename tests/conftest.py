@@ -9,6 +9,8 @@ import pytest
 
 from harness.model import CycleRecord, GuestFacts, HealthResult, VirtioDevice
 
+#: The checkout (matrices/, patches/, ... and tests/).
+ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
 #: Captures from the embedded default kernel; see fixtures/README.md.
 CAPTURE = FIXTURES / "linux-6.12.117"

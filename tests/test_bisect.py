@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from conftest import PROBE_BACKPORT, PROBE_BASELINE, load_facts, load_record
-from harness import bisect, bisect_report, bisect_run, checks, cli, dmesg, matrix, report, scenarios, series, tree
+from harness import (bisect, bisect_report, bisect_run, checks, cli, dmesg, expectations, pipeline, results,
+                     scenarios, series, tree)
 from harness.bisect import Criterion, Judgement, Outcome, Search, Step
 from harness.cache import Cache
-from harness.matrix import ROOT
+from conftest import ROOT
 from harness.proc import CommandLog
 
 
@@ -77,15 +78,15 @@ def test_an_end_that_is_not_what_it_was_said_to_be_is_reported_not_blamed(answer
 def _doc(tmp_path: Path, capture: Path, stems, error: str | None = None, error_type: str | None = None,
          expect: dict | None = None) -> dict:
     """results.json of real captured cycles judged against ``expect``, as run_cell writes it."""
-    run = report.RunResult(command="harness run ...", out_dir=tmp_path / capture.name, profile="virt-mmio")
+    run = results.RunResult(command="harness run ...", out_dir=tmp_path / capture.name, profile="virt-mmio")
     for stem in stems:
         rec = load_record(stem, capture)
         tl = dmesg.parse(rec.dmesg)
-        run.cycles.append(report.CycleResult(rec, tl, tuple(checks.check_cycle(rec, load_facts(capture), tl,
+        run.cycles.append(results.CycleResult(rec, tl, tuple(checks.check_cycle(rec, load_facts(capture), tl,
                                                                                  expect or {})), f"{stem}.dmesg"))
     run.error, run.error_type = error, error_type
     run.error_verdict = "HANG" if error_type == "GuestHang" else "ERROR" if error else None
-    return report.to_json(run)
+    return results.to_json(run)
 
 
 def test_consumer_ready_fails_on_the_baseline_captures_and_passes_on_the_backport(tmp_path):
@@ -103,7 +104,7 @@ def test_consumer_ready_fails_on_the_baseline_captures_and_passes_on_the_backpor
 
 
 def test_expected_failures_still_count_as_failed(tmp_path):
-    expect = checks.load_expectations(ROOT / "patches" / "baseline-6.12" / "expect.yaml")
+    expect = expectations.load_expectations(ROOT / "patches" / "baseline-6.12" / "expect.yaml")
     doc = _doc(tmp_path, PROBE_BASELINE, ["s2idle-rtc-1"], expect=expect)
     assert {c["verdict"] for c in doc["cycles"][0]["checks"] if c["name"] == "consumer-ready"} == {"XFAIL"}
     assert bisect.judge(doc, Criterion(("consumer-ready",))).failing is True
@@ -221,7 +222,7 @@ def _finished_run(tmp_path: Path, spec: str = "v9-backport-6.12") -> bisect_repo
                          True)
     crit = Criterion(("consumer-ready",), first_fixed=True)
     scenario = scenarios.with_cycles(scenarios.find_scenario("s2idle-rtc"), 2)
-    req = matrix.Request(series=rev.source)
+    req = pipeline.Request(series=rev.source)
     positions = tuple(bisect_run.Position(k, f"patches 1-{k}" if k else "base (no patch)", replace(req, upto=k),
                                           None, f"{k + 1:040x}", rev.patches[k - 1] if k else None)
                       for k in range(rev.total + 1))
@@ -299,10 +300,10 @@ def test_an_inner_bisect_starts_where_a_stacked_revision_stops_being_the_referen
 
     def position(name: str, base: str = "b" * 40) -> bisect_run.Position:
         rev, _ = series.load_revision(str(ROOT / "patches" / name), cache, log)
-        return bisect_run.Position(0, name, matrix.Request(series=name, base=base), None, revision=rev)
+        return bisect_run.Position(0, name, pipeline.Request(series=name, base=base), None, revision=rev)
 
     backport, late = position("v9-backport-6.12"), position("defects/late-provider")
     assert bisect_run.shared_prefix(backport, late) == 5
     assert bisect_run.shared_prefix(late, position("defects/no-noirq-wiring")) == 0  # a sibling, not a prefix
     assert bisect_run.shared_prefix(backport, position("defects/late-provider", base="c" * 40)) == 0
-    assert bisect_run.shared_prefix(bisect_run.Position(0, "bare", matrix.Request(), None), late) == 0
+    assert bisect_run.shared_prefix(bisect_run.Position(0, "bare", pipeline.Request(), None), late) == 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from conftest import load_facts, load_record
-from harness import checks, dmesg
+from harness import checks, dmesg, verdict
 
 
 def run_checks(stem: str, facts=None) -> dict[str, checks.CheckResult]:
@@ -69,10 +69,10 @@ def test_a_callback_without_its_returned_line_fails():
 
 
 def test_overall_verdict_precedence():
-    assert checks.overall(["PASS", "SKIP", "XFAIL"]) == "PASS"
-    assert checks.overall(["PASS", "FAIL"]) == "FAIL"
-    assert checks.overall(["FAIL", "HANG"]) == "HANG"
-    assert checks.overall(["XPASS", "PASS"]) == "XPASS"
+    assert verdict.overall(["PASS", "SKIP", "XFAIL"]) == "PASS"
+    assert verdict.overall(["PASS", "FAIL"]) == "FAIL"
+    assert verdict.overall(["FAIL", "HANG"]) == "HANG"
+    assert verdict.overall(["XPASS", "PASS"]) == "XPASS"
 
 
 def test_a_kernel_panic_in_the_log_fails_the_warnings_check_with_the_line_as_evidence(capture_dir):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from harness import ci, cli, matrix
-from harness.matrix import ROOT
+from conftest import ROOT
 
 MATRICES = sorted(p.stem for p in (ROOT / "matrices").glob("*.yaml"))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness import kconfig, qemu, rootfs
-from harness.matrix import ROOT
+from conftest import ROOT
 from harness.errors import ConfigError
 
 PROFILES = ROOT / "qemu-profiles"

@@ -19,7 +19,8 @@ import pytest
 
 from harness import rootfs, suspend
 from harness.cache import Cache, file_sha256
-from harness.matrix import ROOT, Request, guest_argv, prepare_guest
+from conftest import ROOT
+from harness.pipeline import Request, guest_argv, prepare_guest
 from harness.errors import GuestHang
 from harness.fetch import guest_sysroot
 from harness.guest import GuestSession

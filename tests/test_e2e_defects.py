@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from harness import checks
-from harness.matrix import ROOT
+from harness import expectations
+from conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +46,7 @@ def test_defect_is_caught_in_every_cycle_by_exactly_its_checks(defects_matrix, d
     _, _, cells, results = defects_matrix
     cell = cells[f"defects/{defect}{TREES[tree][0]}/virt-mmio/s2idle-rtc"]
     assert results[cell["id"]]["tree"]["describe"].startswith("debian/" + tree.split("-")[1])
-    must_fail = sorted(n for n, v in checks.load_expectations(
+    must_fail = sorted(n for n, v in expectations.load_expectations(
         ROOT / "patches" / "defects" / defect / "expect.yaml").items() if v == "fail")
     assert cell["verdict"] == "PASS" and cell["undetected"] == [], cell
     assert len(cell["cycle_verdicts"]) == 5

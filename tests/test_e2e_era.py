@@ -21,7 +21,7 @@ import pytest
 
 from harness import series
 from harness.cache import Cache
-from harness.matrix import ROOT
+from conftest import ROOT
 from harness.proc import CommandLog
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,7 @@ import kcidb_io
 import pytest
 
 from harness import matrix
-from harness.matrix import ROOT
+from conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.matrix import ROOT
+from conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 

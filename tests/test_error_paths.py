@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import FIXTURES, load_facts, load_record
-from harness import checks, dmesg, ftrace, scenarios
+from harness import checks, dmesg, ftrace, scenarios, verdict
 
 TRACED = FIXTURES / "backport-traced"
 SLEEPY = FIXTURES / "defect-sleep-in-noirq"
@@ -86,7 +86,7 @@ def test_failing_restore_noirq_leaves_the_device_failed_with_no_fallback():
     assert h.evidence[0].startswith("#133 ") and "virtio_mmio_restore_noirq returned -5" in h.evidence[0]
     assert h.evidence[1].startswith("#219 ") and "platform_pm_resume returned -5" in h.evidence[1]
     assert h.evidence[2] == "/sys/bus/virtio/devices/virtio2/status = 0x83 (ACKNOWLEDGE|DRIVER|FAILED)"
-    assert checks.overall([c.verdict for c in r.values()]) == "PASS"
+    assert verdict.overall([c.verdict for c in r.values()]) == "PASS"
     assert r["devices-work"].verdict == "XFAIL" and r["consumer-ready"].verdict == "XFAIL"
 
 
@@ -108,7 +108,7 @@ def test_binding_to_virtio_pci_aborts_the_suspend_and_the_guest_keeps_working():
     assert "fail 0 -> 1" in f.evidence[2] and "last_failed_errno -95" in f.evidence[2]
     assert r["devices-work"].verdict == "PASS"
     assert r["no-second-reinit"].verdict == "SKIP"  # the mmio provider was never frozen
-    assert checks.overall([c.verdict for c in r.values()]) == "PASS"
+    assert verdict.overall([c.verdict for c in r.values()]) == "PASS"
 
 
 def test_after_unbinding_the_next_cycle_passes_everything_and_freeze_refused_would_fail():

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 
-from harness.matrix import ROOT
+from conftest import ROOT
 
 _NOT_SOURCE = shutil.ignore_patterns(".venv", ".git", "build", "results", "*.egg-info", "__pycache__",
                                      ".pytest_cache")

@@ -9,7 +9,7 @@ import pytest
 
 from harness import lava, matrix, qemu, scenarios
 from harness.errors import ConfigError
-from harness.matrix import ROOT
+from conftest import ROOT
 
 PROFILE = qemu.find_profile(ROOT / "qemu-profiles", "virt-mmio")
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from harness.matrix import ROOT
+from conftest import ROOT
 
 _BLOCKED = ("subprocess", "pexpect", "paramiko", "harness.guest", "harness.proc", "harness.suspend")
 

@@ -7,21 +7,21 @@ import logging
 
 import pytest
 
-from harness import cli
+from harness import cli, logs
 from harness.proc import CommandLog, run
 
 
 @pytest.fixture(autouse=True)
 def _restore_logging():
     yield
-    cli.configure_logging(0)
+    logs.configure(0)
 
 
 @pytest.mark.parametrize("verbosity, shown", [
     (-1, set()), (0, {"progress"}), (1, {"progress", "command"}), (2, {"progress", "command", "output"})])
 def test_verbosity_chooses_what_reaches_stderr(verbosity, shown, capsys, tmp_path):
-    cli.configure_logging(verbosity)
-    cli._say("building")
+    logs.configure(verbosity)
+    logs.say("building")
     run(["echo", "hello-from-echo"], CommandLog(tmp_path / "commands.log"))
     err = capsys.readouterr().err
     seen = {name for name, text in (("progress", "harness: building\n"), ("command", "harness: $ echo hello-from-echo"),
@@ -32,12 +32,12 @@ def test_verbosity_chooses_what_reaches_stderr(verbosity, shown, capsys, tmp_pat
 
 
 def test_a_run_log_gets_every_level_while_stderr_stays_quiet(capsys, tmp_path):
-    cli.configure_logging(-1)
-    with cli.run_log(tmp_path / "run" / "harness.log") as path:
-        cli._say("apply v9 patches 1-5")
+    logs.configure(-1)
+    with logs.run_log(tmp_path / "run" / "harness.log") as path:
+        logs.say("apply v9 patches 1-5")
         run(["true"], CommandLog())
         logging.getLogger("harness.matrix").warning("a warning")
-    cli._say("after the run")
+    logs.say("after the run")
     text = path.read_text()
     assert "INFO MainThread apply v9 patches 1-5" in text and "DEBUG MainThread $ true  # rc=0" in text
     assert "after the run" not in text

@@ -9,11 +9,11 @@ from dataclasses import replace
 import pytest
 
 from conftest import FIXTURES, load_facts, load_record
-from harness import checks, dmesg, matrix, report, scenarios, series
+from harness import checks, dmesg, expectations, matrix, pipeline, results, scenarios, scheduler, series, terminal
 from harness.cache import Cache
 from harness.errors import ConfigError, FetchError
 from harness.proc import CommandLog
-from harness.matrix import ROOT
+from conftest import ROOT
 
 DEFECTS = sorted(p.parent.name for p in (ROOT / "patches" / "defects").glob("*/defect.yaml"))
 
@@ -125,12 +125,12 @@ TRACED = FIXTURES / "backport-traced"
 
 def _run(defect, expect_file, out):
     """A RunResult over two real backport cycles, judged with ``expect_file``."""
-    expect = checks.load_expectations(expect_file)
-    run = report.RunResult(command="harness run ...", out_dir=out, profile="virt-mmio", defect=defect)
+    expect = expectations.load_expectations(expect_file)
+    run = results.RunResult(command="harness run ...", out_dir=out, profile="virt-mmio", defect=defect)
     for stem in ("s2idle-rtc-1", "s2idle-rtc-2"):
         rec = load_record(stem, TRACED)
         tl = dmesg.parse(rec.dmesg)
-        run.cycles.append(report.CycleResult(rec, tl, tuple(checks.check_cycle(rec, load_facts(TRACED), tl, expect)),
+        run.cycles.append(results.CycleResult(rec, tl, tuple(checks.check_cycle(rec, load_facts(TRACED), tl, expect)),
                                              f"{stem}.dmesg"))
     return run
 
@@ -143,7 +143,7 @@ def test_a_defect_that_goes_undetected_is_a_fail_naming_the_defect(tmp_path):
     assert run.verdict == "FAIL"
     # (both captures are cycle #1 of their own one-cycle scenario run)
     assert run.undetected == ["defect sleep-in-noirq went undetected in s2idle-rtc #1: no-sleep-in-noirq passed"] * 2
-    report.write_results(run)
+    results.write_results(run)
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["verdict"] == "FAIL" and doc["defect"] == "sleep-in-noirq" and len(doc["undetected"]) == 2
     assert doc["tally"]["failed_checks"] == 2 and doc["tally"]["per_check"]["no-sleep-in-noirq"] == {"XPASS": 2}
@@ -153,8 +153,8 @@ def test_clean_cycles_are_counted_with_no_failed_check(tmp_path):
     run = _run(None, ROOT / "patches" / "baseline-6.12" / "expect.yaml", tmp_path)
     # the baseline's expectations on the backport: checks 1-4 pass where they should fail
     assert run.tally()["failed_checks"] == 8 and run.verdict == "XPASS"
-    clean = report.RunResult(command="", out_dir=tmp_path, profile="virt-mmio")
-    clean.cycles = [report.CycleResult(c.record, c.timeline, tuple(checks.check_cycle(
+    clean = results.RunResult(command="", out_dir=tmp_path, profile="virt-mmio")
+    clean.cycles = [results.CycleResult(c.record, c.timeline, tuple(checks.check_cycle(
         c.record, load_facts(TRACED), c.timeline)), c.dmesg_file) for c in run.cycles]
     assert clean.tally()["cycles"] == 2 and clean.tally()["failed_checks"] == 0 and clean.verdict == "PASS"
 
@@ -166,22 +166,22 @@ def test_matrix_report_counts_detections_per_cell_and_false_alarms_of_clean_cell
     caught = _run("sleep-in-noirq", ROOT / "patches" / "defects" / "sleep-in-noirq" / "expect.yaml", tmp_path)
     # the defect's own capture: the expected check fails, so it is XFAIL
     sleepy = FIXTURES / "defect-sleep-in-noirq"
-    expect = checks.load_expectations(ROOT / "patches" / "defects" / "sleep-in-noirq" / "expect.yaml")
+    expect = expectations.load_expectations(ROOT / "patches" / "defects" / "sleep-in-noirq" / "expect.yaml")
     caught.cycles = []
     for stem in ("s2idle-rtc-1", "s2idle-rtc-2"):
         rec = load_record(stem, sleepy)
         tl = dmesg.parse(rec.dmesg)
-        caught.cycles.append(report.CycleResult(rec, tl, tuple(checks.check_cycle(rec, load_facts(sleepy), tl,
+        caught.cycles.append(results.CycleResult(rec, tl, tuple(checks.check_cycle(rec, load_facts(sleepy), tl,
                                                                                   expect)), f"{stem}.dmesg"))
     clean = _run(None, ROOT / "patches" / "v9-backport-6.12" / "expect.yaml", tmp_path)
-    mr = matrix.MatrixResult(mx, tmp_path, [(by_id["defects/sleep-in-noirq/virt-mmio/s2idle-rtc"], caught),
+    mr = scheduler.MatrixResult(mx, tmp_path, [(by_id["defects/sleep-in-noirq/virt-mmio/s2idle-rtc"], caught),
                                             (by_id["v9-backport-6.12/virt-mmio/s2idle-rtc"], clean)])
-    doc = report.matrix_to_json(mr)
+    doc = results.matrix_to_json(mr)
     assert [c["expected_failures"] for c in doc["cells"]] == [{"no-sleep-in-noirq": "2/2"}, {}]
     assert doc["clean"] == {"cycles": 2, "failed_checks": 0}
     assert doc["verdict"] == "ERROR"  # 2 of 9 declared cells ran
     console = Console(record=True, width=200)
-    report.print_matrix(mr, console)
+    terminal.print_matrix(mr, console)
     text = console.export_text()
     assert "no-sleep-in-noirq 2/2" in text
     assert "noirq trace line 21: cpu 0: virtio_mmio_restore_noirq > virtio_device_restore_noirq > __might_sleep" in text
@@ -211,7 +211,7 @@ def test_a_skipped_cell_is_reported_as_skip_in_every_format(tmp_path):
     from harness import junit, kcidb
     cell = {c.id: c for c in matrix.find_matrix("default").cells}["v9/virt-mmio/s2idle-rtc"]
     cell = replace(cell, skip="lore unreachable and no local mbox: `b4 am -o patches/v9 x@y`")
-    res = matrix._skipped(cell, tmp_path)
+    res = scheduler._skipped(cell, tmp_path)
     assert res.verdict == "SKIP"
     doc = json.loads((tmp_path / cell.dirname / "results.json").read_text())
     assert doc["verdict"] == "SKIP" and doc["skipped"] == cell.skip
@@ -236,15 +236,15 @@ def test_shared_artifacts_build_each_request_once_and_one_build_at_a_time(monkey
         calls.append(req.series)
         if req.series == "broken":
             raise BuildError("drivers/virtio/virtio.c:1: error: boom")
-        return matrix.GuestArtifacts(None, None, None, (), None, type("P", (), {"name": req.profile})())
+        return pipeline.GuestArtifacts(None, None, None, (), None, type("P", (), {"name": req.profile})())
 
-    monkeypatch.setattr(matrix, "prepare_guest", fake_prepare)
-    shared = matrix.SharedArtifacts(cache=None)
+    monkeypatch.setattr(pipeline, "prepare_guest", fake_prepare)
+    shared = pipeline.SharedArtifacts(cache=None)
     errors, got = [], []
 
     def cell(series, profile):
         try:
-            got.append(shared(matrix.Request(series=series, profile=profile), None, print, {}))
+            got.append(shared(pipeline.Request(series=series, profile=profile), None, print, {}))
         except BuildError as e:
             errors.append(str(e))
 
@@ -259,13 +259,13 @@ def test_shared_artifacts_build_each_request_once_and_one_build_at_a_time(monkey
 
 @pytest.mark.parametrize("codes, want", [([0, 0], 0), ([0, 1, 0], 1), ([1, 5], 5), ([5, 7, 1], 7), ([], 0)])
 def test_matrix_exit_status_puts_hangs_before_input_errors_before_failed_checks(codes, want):
-    from harness import cli
-    assert cli.matrix_exit(codes) == want
+    from harness import commands
+    assert commands.matrix_exit(codes) == want
 
 
 def test_skip_cells_exit_zero():
-    from harness import cli
-    assert cli._exit_code("SKIP", None) == 0
+    from harness import commands
+    assert commands.exit_code("SKIP", None) == 0
 
 
 def test_setup_fetches_the_trees_the_default_matrix_uses_and_cells_name_their_tree():
@@ -276,4 +276,4 @@ def test_setup_fetches_the_trees_the_default_matrix_uses_and_cells_name_their_tr
     assert era.tree == "debian-7.2" and era.request.tree == "debian-7.2"
     assert by_id["v9-backport-6.12/virt-mmio/s2idle-rtc"].tree == "debian-6.12"
     # the reproducer keeps an embedded tree's name (a path would be resolved against the cwd)
-    assert "--tree debian-7.2 " in matrix.reproducer(era.request, [era.scenario])
+    assert "--tree debian-7.2 " in pipeline.reproducer(era.request, [era.scenario])

@@ -11,9 +11,10 @@ import kcidb_io
 import pytest
 
 from conftest import FIXTURES, PROBE_BASELINE, load_facts, load_record
-from harness import checks, cli, dmesg, junit, kcidb, matrix, report, timeline
+from harness import (checks, cli, dmesg, expectations, junit, kcidb, matrix, report, results, scheduler, terminal,
+                     timeline)
 from harness.errors import UsageError
-from harness.matrix import ROOT
+from conftest import ROOT
 
 TRACED = FIXTURES / "backport-traced"
 SLEEPY = FIXTURES / "defect-sleep-in-noirq"
@@ -21,8 +22,8 @@ SLEEPY = FIXTURES / "defect-sleep-in-noirq"
 
 def _cell_result(out, cell, capture, stems, expect_file, defect=None):
     """A RunResult of real captured cycles, saved with its dmesg files as run_cell saves them."""
-    expect = checks.load_expectations(expect_file) if expect_file else {}
-    run = report.RunResult(command=f"harness run ... {cell.id}", out_dir=out / cell.dirname, profile="virt-mmio",
+    expect = expectations.load_expectations(expect_file) if expect_file else {}
+    run = results.RunResult(command=f"harness run ... {cell.id}", out_dir=out / cell.dirname, profile="virt-mmio",
                            cell=cell.id, started="2026-11-21T12:00:00+00:00", defect=defect)
     run.tree = {"commit": "d68cc9f5f251" + "0" * 28, "base": "d68cc9f5f251" + "0" * 28, "embedded": True,
                 "describe": "debian/6.12.117-1_deb12u1"}
@@ -34,9 +35,9 @@ def _cell_result(out, cell, capture, stems, expect_file, defect=None):
         rec = load_record(stem, capture)
         shutil.copy(capture / f"{stem}.dmesg", out / cell.dirname / f"{stem}.dmesg")
         tl = dmesg.parse(rec.dmesg)
-        run.cycles.append(report.CycleResult(rec, tl, tuple(checks.check_cycle(rec, load_facts(capture), tl, expect)),
+        run.cycles.append(results.CycleResult(rec, tl, tuple(checks.check_cycle(rec, load_facts(capture), tl, expect)),
                                              f"{stem}.dmesg"))
-    report.write_results(run)
+    results.write_results(run)
     return run
 
 
@@ -55,13 +56,13 @@ def saved_run(tmp_path):
         (clean, _cell_result(tmp_path, clean, TRACED, ["s2idle-rtc-1"], expect_defect, "sleep-in-noirq")),
         (base, _cell_result(tmp_path, base, PROBE_BASELINE, ["s2idle-rtc-1"], base.expect)),
     ]
-    mr = matrix.MatrixResult(matrix.find_matrix("defects"), tmp_path, runs)
-    report.write_matrix(mr)
+    mr = scheduler.MatrixResult(matrix.find_matrix("defects"), tmp_path, runs)
+    results.write_matrix(mr)
     return tmp_path
 
 
 def test_junit_has_a_suite_per_cell_and_maps_verdicts(saved_run):
-    root = ET.fromstring(junit.render([d for _, d in report.load_results(saved_run)]))
+    root = ET.fromstring(junit.render([d for _, d in results.load_results(saved_run)]))
     suites = root.findall("testsuite")
     assert [s.get("name") for s in suites] == ["defects/sleep-in-noirq/virt-mmio/s2idle-rtc",
                                               "v9-backport-6.12/virt-mmio/s2idle-rtc",
@@ -88,7 +89,7 @@ def test_junit_reports_a_run_that_ended_early_as_an_error():
 
 
 def test_kcidb_document_validates_against_the_v5_schema(saved_run):
-    doc = kcidb.render([d for _, d in report.load_results(saved_run)])
+    doc = kcidb.render([d for _, d in results.load_results(saved_run)])
     kcidb_io.schema.V5_0.validate(doc)
     assert len(doc["checkouts"]) == 1 and doc["checkouts"][0]["patchset_hash"] == ""
     assert len(doc["builds"]) == 1 and doc["builds"][0]["architecture"] == "arm64"
@@ -151,7 +152,7 @@ def test_report_command_rerenders_and_rejects_a_directory_without_results(saved_
     assert cli.main(["report", str(empty)]) == 2
     assert "no matrix.json or results.json here" in capsys.readouterr().err
     with pytest.raises(UsageError):
-        report.load_results(empty)
+        results.load_results(empty)
 
 
 def test_junit_file_reads_back_in_a_junit_consumer(saved_run):
@@ -175,7 +176,7 @@ def test_progress_table_shows_each_cells_stage_on_a_terminal():
     from rich.console import Console
     cells = matrix.find_matrix("defects").cells[:2]
     console = Console(force_terminal=True, record=True, width=160)
-    with report.MatrixProgress(cells, console) as progress:
+    with terminal.MatrixProgress(cells, console) as progress:
         progress.stage(cells[0], "s2idle-rtc 3/5")
         progress.stage(cells[1], "FAIL")
         console.print(progress._table())
@@ -198,9 +199,9 @@ def test_a_run_that_ended_early_is_reported_by_the_verdict_it_ended_with(ended, 
 def test_progress_clock_stops_when_a_cell_has_its_verdict(monkeypatch):
     from rich.console import Console
     clock = [1000.0]
-    monkeypatch.setattr(report.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(terminal.time, "monotonic", lambda: clock[0])
     cells = matrix.find_matrix("defects").cells[:2]
-    progress = report.MatrixProgress(cells, Console(record=True, width=160))
+    progress = terminal.MatrixProgress(cells, Console(record=True, width=160))
     progress.stage(cells[0], "boot")
     progress.stage(cells[1], "boot")
     clock[0] += 7

@@ -11,7 +11,7 @@ import pytest
 
 from harness import series, tree
 from harness.cache import Cache
-from harness.matrix import ROOT
+from conftest import ROOT
 from harness.errors import ApplyError, ConfigError, SeriesError
 from harness.proc import CommandLog
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 
 from conftest import PROBE_BACKPORT, PROBE_BASELINE, load_facts, load_record
-from harness import checks, dmesg
-from harness.matrix import ROOT
+from harness import checks, dmesg, expectations, verdict
+from conftest import ROOT
 from harness.errors import ConfigError
 
-BASELINE_EXPECT = checks.load_expectations(ROOT / "patches" / "baseline-6.12" / "expect.yaml")
+BASELINE_EXPECT = expectations.load_expectations(ROOT / "patches" / "baseline-6.12" / "expect.yaml")
 
 
 def series_results(capture, stem, expect=None):
@@ -66,13 +66,13 @@ def test_baseline_expectations_turn_those_failures_into_xfail():
     assert {n: c.verdict for n, c in r.items() if c.verdict != "PASS"} == {
         "noirq-callback": "XFAIL", "noirq-before-normal": "XFAIL", "noirq-request": "XFAIL",
         "consumer-ready": "XFAIL", "no-second-reinit": "SKIP", "no-sleep-in-noirq": "SKIP"}
-    assert checks.overall([c.verdict for c in r.values()]) == "PASS"
+    assert verdict.overall([c.verdict for c in r.values()]) == "PASS"
 
 
 def test_the_backport_judged_as_a_baseline_is_an_unexpected_pass():
     r = series_results(PROBE_BACKPORT, "s2idle-rtc-1", BASELINE_EXPECT)
     assert r["consumer-ready"].verdict == "XPASS"
-    assert checks.overall([c.verdict for c in r.values()]) == "XPASS"
+    assert verdict.overall([c.verdict for c in r.values()]) == "XPASS"
 
 
 def test_without_noirq_phases_the_noirq_checks_fail_but_the_live_device_works():
@@ -97,7 +97,7 @@ def test_unknown_check_in_expectations_is_named(tmp_path):
     bad = tmp_path / "expect.yaml"
     bad.write_text("expect:\n  consumer-redy: fail\n")
     with pytest.raises(ConfigError, match=r"expect\.consumer-redy: unknown check"):
-        checks.load_expectations(bad)
+        expectations.load_expectations(bad)
 
 
 def test_any_expectation_allows_a_failure_without_requiring_it():

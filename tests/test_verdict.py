@@ -7,12 +7,12 @@ import re
 
 import pytest
 
-from harness import cli, junit, kcidb, report
-from harness.matrix import ROOT
+from harness import commands, junit, kcidb, terminal
+from conftest import ROOT
 from harness.verdict import BAD, Verdict, overall
 
 
-@pytest.mark.parametrize("table", [junit.ELEMENT, kcidb.STATUS, cli.VERDICT_EXIT, report.STYLE],
+@pytest.mark.parametrize("table", [junit.ELEMENT, kcidb.STATUS, commands.VERDICT_EXIT, terminal.STYLE],
                          ids=["junit", "kcidb", "exit", "terminal"])
 def test_every_output_maps_every_verdict(table):
     assert set(table) == set(Verdict)
@@ -25,8 +25,8 @@ def test_the_html_report_styles_every_verdict():
 
 
 def test_bad_verdicts_fail_the_exit_status_and_good_ones_do_not():
-    assert {v for v in Verdict if cli.VERDICT_EXIT[v] != 0} == BAD
-    assert cli.VERDICT_EXIT[Verdict.HANG] == 7
+    assert {v for v in Verdict if commands.VERDICT_EXIT[v] != 0} == BAD
+    assert commands.VERDICT_EXIT[Verdict.HANG] == 7
 
 
 def test_a_verdict_is_its_name_in_json_and_reads_back_from_it():

@@ -1,0 +1,222 @@
+"""The command line's grammar: every subcommand, its options and their help."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness import __version__, fetch, kconfig, timeouts, tree
+from harness.paths import DATA_ROOT
+
+
+def _add_series_options(p: argparse.ArgumentParser, positional: bool = False) -> None:
+    if positional:
+        p.add_argument("series", metavar="SERIES", help="mbox, patch directory, lore message-id, or patches/NAME")
+    else:
+        p.add_argument("--series", metavar="SERIES",
+                       help="revision to apply: mbox, patch directory, lore message-id, or patches/NAME")
+    p.add_argument("--series-version", type=int, metavar="N", help="with a message-id: which revision (b4 am -v N)")
+    p.add_argument("--b4-local-mbox", type=Path, metavar="MBOX",
+                   help="with a message-id: let b4 read this mbox instead of lore (b4 am -m)")
+
+
+def _add_tree_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tree", metavar="PATH|NAME", help=TREE_HELP)
+    p.add_argument("--base", metavar="REF",
+                   help="commit to apply the series on (default: its base-commit if the tree has it, else HEAD)")
+    p.add_argument("--upto", type=int, metavar="K", help="apply only the first K patches of the series")
+    p.add_argument("--kconfig", metavar="FRAGMENT", action="append",
+                   help=f"kconfig fragment name in kconfigs/ or path; repeatable "
+                        f"(default: {' '.join(kconfig.DEFAULT_FRAGMENTS)})")
+    p.add_argument("-j", "--jobs", type=int, help="make -j (default: number of CPUs)")
+
+
+TREE_HELP = (f"kernel git tree: a path to your checkout (never written to), or an embedded tree: "
+             f"{', '.join(f'{n} ({s.description})' for n, s in fetch.EMBEDDED_TREES.items())} "
+             f"(default: {fetch.DEFAULT_TREE})")
+
+GIT_BISECT_RUN_HELP = """\
+With --bisect-exit, `git bisect run harness run --tree . --bisect-exit --check NAME` works:
+the harness builds the checked-out commit in a worktree of its own (the tree is never written
+to) and exits
+    0    good: NAME passed (with --first-fixed: NAME failed)
+    1    bad:  NAME failed in at least --threshold cycles (with --first-fixed: passed)
+  125    skip: the patch did not apply, the tree did not build, a kconfig symbol did not
+         survive olddefconfig, or NAME did not run in any cycle
+  128    error, answer unknown (harness or input error, guest crash): git aborts the bisect
+  134    the guest did not boot (128 + 6)      135  the guest hung (128 + 7)
+  130    interrupted
+Without --check the run's verdict against the expectations decides (PASS good, FAIL bad)."""
+
+BISECT_HELP = """\
+Find where a check changes, by binary search with real builds, boots and suspend cycles.
+
+  harness bisect --series patches/defects/double-reinit --check devices-work
+  harness bisect --series patches/v9-backport-6.12 --check consumer-ready --first-fixed
+  harness bisect --revisions patches/v9-backport-6.12 patches/defects/late-provider \\
+                 patches/defects/no-noirq-wiring --check consumer-ready --then-patches
+
+Over the patches of a revision (--series) step k is its first k patches applied on the base
+(0 = the base itself); --good/--bad (default 0 and N) are taken on trust while the search
+narrows and tested when they border the answer, so both the last good and the first bad step
+come with evidence.  Over revisions (--revisions) the first revision is tested first and the
+search finds the first revision whose outcome differs from it.
+
+A step is bad when a --check failed (FAIL, or XFAIL: expectations do not matter here) in at
+least --threshold cycles (default 1), or with --verdict when its verdict is not PASS; with
+--first-fixed the search looks for the first step where the check passes.  A step that cannot
+be tested (patch did not apply, build or kconfig failure) is skipped and a neighbour is tried;
+a step that ends in an error (hang, boot failure, harness failure) is run once more, and a
+second error stops the bisect with the reason: never counted good or bad.  Each step's results
+directory is kept under DIR/steps/ and in the cache, and reused when the same step (base,
+patches, kconfig, scenario, profile, expectations, guest recipe) is asked again.
+
+Leaves DIR/bisect.json (steps, outcomes, the answer, a reproducer per step), DIR/bisect.log
+(git bisect log form) and DIR/report.html (the last good and first bad step side by side).
+
+Exit: 0 a first bad patch or revision named; 1 no single answer (skips hide it, or an end
+is not what it was said to be); 2 usage; 3 series error; the step's code (6 boot, 7 hang, ...)
+when a step failed twice; 130 interrupted."""
+
+
+def _add_criterion_options(p) -> None:
+    p.add_argument("--check", action="append", metavar="NAME",
+                   help="check whose failure makes a step bad; repeatable (any of them)")
+    p.add_argument("--threshold", type=int, default=1, metavar="M",
+                   help="bad only when the check failed in at least M cycles (default 1)")
+    p.add_argument("--first-fixed", action="store_true",
+                   help="look for the first step where the check passes (terms broken/fixed)")
+
+
+def _add_guest_options(p: argparse.ArgumentParser) -> None:
+    _add_series_options(p)
+    _add_tree_options(p)
+    p.add_argument("--profile", default="virt-mmio", help="QEMU profile in qemu-profiles/ (default: virt-mmio)")
+    p.add_argument("--boot-timeout", type=float, default=timeouts.BOOT, metavar="SECONDS",
+                   help=f"seconds to wait for the guest shell (default: {timeouts.BOOT:g})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser for all subcommands."""
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    # -v/-q on every command that runs (not on the groups: a group's default would reset them)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="also show every host command and guest command (-vv: their output too)")
+    common.add_argument("-q", "--quiet", action="count", default=0, help="show only warnings and errors")
+
+    p = sub.add_parser("setup", parents=[common], help="download guest packages and import the embedded kernel trees into the cache")
+    p.add_argument("--tree", action="append", metavar="NAME", choices=sorted(tree.EMBEDDED_TREES),
+                   help="embedded tree to fetch and import; repeatable (default: those matrices/default.yaml uses)")
+
+    p = sub.add_parser("series", help="inspect a series revision")
+    ssub = p.add_subparsers(dest="series_command", required=True)
+    p = ssub.add_parser("show", parents=[common], help="table of a revision: version, index, subject, author, msgid, base")
+    _add_series_options(p, positional=True)
+
+    p = sub.add_parser("apply", parents=[common], help="apply a revision with git am in its own worktree; print path and commits")
+    _add_series_options(p, positional=True)
+    _add_tree_options(p)
+
+    p = sub.add_parser("build", parents=[common], help="configure and build a kernel Image and modules")
+    _add_series_options(p)
+    _add_tree_options(p)
+
+    p = sub.add_parser("boot", parents=[common], help="build, then boot the guest with its console on this terminal")
+    _add_guest_options(p)
+
+    p = sub.add_parser("run", parents=[common], help="build, boot, run suspend/resume cycles, check and report",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_guest_options(p)
+    p.add_argument("--out", metavar="DIR", help="results directory (default: $HARNESS_CACHE/runs/<time>)")
+    p.add_argument("--expect", metavar="FILE",
+                   help="expect.yaml naming the checks this revision should fail (default: the series' own, "
+                        "or patches/baseline-6.12/expect.yaml without a series)")
+    p.add_argument("--scenario", action="append", metavar="NAME[:CYCLES]",
+                   help="scenario in scenarios/ to run, with an optional cycle count; repeatable, in order "
+                        "(default: s2idle-rtc, pm-test-platform and hibernate-test-resume with the counts below)")
+    p.add_argument("--rtc-cycles", type=int, default=3, help="s2idle cycles woken by the PL031 alarm (default 3)")
+    p.add_argument("--pm-test-cycles", type=int, default=1, help="pm_test=platform cycles (default 1)")
+    p.add_argument("--hibernate-cycles", type=int, default=0,
+                   help="hibernation test_resume cycles with swap on the virtio-blk disk (default 0)")
+    p.add_argument("--wake-seconds", type=int, default=2, help="RTC alarm delay in seconds (default 2)")
+    p.add_argument("--cycle-timeout", type=float, default=timeouts.CYCLE, metavar="SECONDS",
+                   help=f"seconds a suspend may take before the guest counts as hung (default {timeouts.CYCLE:g})")
+    g = p.add_argument_group("git bisect run", GIT_BISECT_RUN_HELP)
+    g.add_argument("--bisect-exit", action="store_true",
+                   help="exit with git bisect run's statuses (table above) instead of the harness's")
+    _add_criterion_options(g)
+
+    p = sub.add_parser("matrix", parents=[common], help="run every cell (revision x profile x scenario) of a matrix file")
+    p.add_argument("matrix", nargs="?", default="default",
+                   help="name in matrices/ or path to a matrix YAML file (default: default)")
+    p.add_argument("--out", metavar="DIR", help="results directory (default: $HARNESS_CACHE/runs/matrix-<name>-<time>)")
+    p.add_argument("--kconfig", metavar="FRAGMENT", action="append", help="kconfig fragments for every cell")
+    p.add_argument("-j", "--jobs", type=int, metavar="N",
+                   help="cells run at once, each with its own guest (default: number of CPUs); "
+                        "builds run one at a time with make -j<CPUs>")
+    p.add_argument("--boot-timeout", type=float, default=timeouts.BOOT, metavar="SECONDS",
+                   help=f"seconds to wait for each guest shell (default: {timeouts.BOOT:g})")
+    p.add_argument("--list", action="store_true", help="list the cells and exit")
+    p.add_argument("--cell", action="append", metavar="PATTERN",
+                   help="run only the cells whose id (revision/profile/scenario) matches; glob, repeatable")
+
+    p = sub.add_parser("bisect", parents=[common], help="find the patch of a revision, or the revision, at which a check changes",
+                       description=BISECT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--series", metavar="SERIES",
+                      help="bisect the patches of this revision: step k = its first k patches on the base")
+    what.add_argument("--revisions", nargs="+", metavar="SERIES",
+                      help="bisect over these revisions, in order: the first whose outcome differs from the first one")
+    p.add_argument("--series-version", type=int, metavar="N", help="with a message-id: which revision (b4 am -v N)")
+    p.add_argument("--b4-local-mbox", type=Path, metavar="MBOX",
+                   help="with a message-id: let b4 read this mbox instead of lore (b4 am -m)")
+    p.add_argument("--tree", metavar="PATH|NAME", help=TREE_HELP)
+    p.add_argument("--base", metavar="REF", help="commit to apply on (default: the series' base-commit, else HEAD)")
+    p.add_argument("--kconfig", metavar="FRAGMENT", action="append",
+                   help=f"kconfig fragment; repeatable (default: {' '.join(kconfig.DEFAULT_FRAGMENTS)})")
+    p.add_argument("-j", "--jobs", type=int, help="make -j (default: number of CPUs)")
+    p.add_argument("--profile", default="virt-mmio", help="QEMU profile in qemu-profiles/ (default: virt-mmio)")
+    p.add_argument("--boot-timeout", type=float, default=timeouts.BOOT, metavar="SECONDS",
+                   help=f"seconds to wait for the guest shell (default: {timeouts.BOOT:g})")
+    p.add_argument("--scenario", default="s2idle-rtc:3", metavar="NAME[:CYCLES]",
+                   help="what each step runs (default: s2idle-rtc:3)")
+    _add_criterion_options(p)
+    p.add_argument("--verdict", action="store_true",
+                   help="a step is bad when its verdict against the revision's expectations is not PASS "
+                        "(instead of --check)")
+    p.add_argument("--good", type=int, metavar="K", help="patches mode: a step known good (default 0, the base)")
+    p.add_argument("--bad", type=int, metavar="K", help="patches mode: a step known bad (default N, all patches)")
+    p.add_argument("--then-patches", action="store_true",
+                   help="revisions mode: then bisect the patches of the revision found")
+    p.add_argument("--out", metavar="DIR", help="bisect directory (default: $HARNESS_CACHE/runs/bisect-<time>)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="run every step again instead of reusing the results of an identical earlier step")
+    p.add_argument("--reply", type=Path, metavar="FILE",
+                   help="write a plain-text reply to the first bad patch's mail (RFC 2822) into FILE; nothing is sent")
+    p.add_argument("--reply-from", default="virtio-pm-harness <virtio-pm-harness@localhost>", metavar="ADDRESS",
+                   help="From: of the reply (default: %(default)s)")
+
+    p = sub.add_parser("ci", help="CI workflow definitions from a matrix")
+    csub = p.add_subparsers(dest="ci_command", required=True)
+    p = csub.add_parser("generate", parents=[common], help="write a GitHub Actions workflow and a GitLab CI pipeline, one job per cell")
+    p.add_argument("matrix", nargs="?", default="default", help="name in matrices/ or path (default: default)")
+    p.add_argument("--out", type=Path, default=DATA_ROOT / "ci", help="directory to write into (default: ci/)")
+
+    p = sub.add_parser("lava", help="LAVA job definitions for a distributed lab")
+    lsub = p.add_subparsers(dest="lava_command", required=True)
+    p = lsub.add_parser("export", parents=[common], help="build each cell's kernel and initramfs, write one LAVA job per cell "
+                                       "and a qemu device dictionary per profile, validated with lava-common")
+    p.add_argument("matrix", nargs="?", default="default", help="name in matrices/ or path (default: default)")
+    p.add_argument("--cell", action="append", metavar="PATTERN", help="only the cells whose id matches (glob)")
+    p.add_argument("--out", type=Path, required=True, help="directory for jobs, device dictionaries and disk images")
+
+    p = sub.add_parser("report", parents=[common], help="re-render junit.xml, kcidb.json and report.html from a saved run directory")
+    p.add_argument("run_dir", type=Path, metavar="RESULTS_DIR", help="a harness run or matrix output directory")
+
+    p = sub.add_parser("parse", parents=[common], help="parse a saved dmesg or console log into PM phases")
+    p.add_argument("file", type=Path)
+    p.add_argument("--json", action="store_true", help="print the stable JSON form")
+    return parser

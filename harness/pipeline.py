@@ -1,0 +1,296 @@
+"""One cell's pipeline: apply a revision, build it, boot a guest, run suspend/resume cycles,
+check each one and write the run's results.
+
+:func:`run_cell` is what ``harness run``, every cell of ``harness matrix``
+(:mod:`harness.scheduler`) and every step of ``harness bisect`` (:mod:`harness.bisect_run`)
+call; it and :mod:`harness.cli` are the only code that knows the whole chain.  Builds are
+keyed by commit and configuration in the cache, so cells of the same revision build once
+(:class:`SharedArtifacts` within a matrix).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import shlex
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from harness import (__version__, build, checks, dmesg, expectations, fetch, kcidb, kconfig, model, modules, qemu,
+                     results, rootfs, series, suspend, timeouts, toolchain, tree)
+from harness.cache import Cache
+from harness.errors import HarnessError, UsageError
+from harness.guest import GuestSession
+from harness.paths import DATA_ROOT
+from harness.proc import CommandLog
+from harness.scenarios import uniform
+from harness.verdict import Verdict
+
+#: A progress callback: one line for the user (the CLI logs it at INFO).
+Say = Callable[[str], None]
+
+#: The error a run ends with when it was interrupted.
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM); QEMU was stopped"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to build and boot: the series spec (None for the bare tree), the tree (None for the
+    embedded default), ``base`` ref, ``upto`` patches, b4 options, kconfig fragment names (None
+    for the defaults), ``make -j`` jobs, QEMU profile name and boot timeout in seconds."""
+
+    series: str | None = None
+    tree: str | None = None
+    base: str | None = None
+    upto: int | None = None
+    series_version: int | None = None
+    b4_local_mbox: Path | None = None
+    kconfig: tuple[str, ...] | None = None
+    jobs: int | None = None
+    profile: str = "virt-mmio"
+    boot_timeout: float = timeouts.BOOT
+
+    @property
+    def fragments(self) -> tuple[str, ...]:
+        """The kconfig fragment names this request builds with (its own, else the defaults)."""
+        return tuple(self.kconfig or kconfig.DEFAULT_FRAGMENTS)
+
+    def fragment_files(self) -> list[Path]:
+        """The fragment files under ``kconfigs/``.  Raises ConfigError for an unknown name."""
+        return kconfig.fragment_paths(DATA_ROOT / "kconfigs", self.fragments)
+
+
+@dataclass(frozen=True)
+class GuestArtifacts:
+    """What a guest needs: the tree and build it came from, the initramfs, the profile."""
+
+    tree: tree.AppliedTree
+    series: series.Series | None
+    build: build.BuildResult
+    modules: tuple[modules.GuestModule, ...]
+    initramfs: rootfs.Initramfs
+    profile: qemu.QemuProfile
+
+
+def applied_tree(req: Request, cache: Cache, log: CommandLog,
+                 say: Say) -> tuple[tree.AppliedTree, series.Series | None]:
+    """The worktree to build: the tree at its base, with the series (or its first ``upto`` patches),
+    and the series itself (None without one).  Without a tree in ``req``, a manifest's own
+    ``tree:`` (v6/v9: the embedded 7.x tree) is used, else the default tree.
+
+    Raises SeriesError (3), ApplyError (4) or UsageError (2)."""
+    rev, manifest = (series.load_revision(req.series, cache, log, version=req.series_version,
+                                          local_mbox=req.b4_local_mbox, tree=req.tree)
+                     if req.series else (None, None))
+    kt = tree.resolve_tree(req.tree or (manifest.tree if manifest else None), cache, log, say)
+    base, warning = tree.resolve_base(kt, req.base, rev.base_commit if rev else None, log)
+    if warning:
+        say(f"warning: {warning}")
+    patches = ()
+    if rev:
+        upto = rev.total if req.upto is None else req.upto
+        if not 0 <= upto <= rev.total:
+            raise UsageError(f"--upto {req.upto}: the revision has {rev.total} patches")
+        patches = rev.patches[:upto]
+        say(f"apply v{rev.version} patches 1-{upto} of {rev.total} on {base[:12]}")
+    elif req.upto is not None:
+        raise UsageError("--upto needs --series")
+    return tree.apply_series(kt, base, patches, cache, log, rev.version if rev else None,
+                             rev.base_commit if rev else None), rev
+
+
+def build_kernel(req: Request, cache: Cache, log: CommandLog, say: Say, timings: dict[str, float]
+                 ) -> tuple[tree.AppliedTree, series.Series | None, build.BuildResult, toolchain.Toolchain]:
+    """Apply and build; ``timings['apply']``/``['build']`` get the seconds.  Raises BuildError (5)
+    and the above."""
+    tc = toolchain.arm64(cache, req.jobs)
+    start = time.monotonic()
+    applied, rev = applied_tree(req, cache, log, say)
+    timings["apply"] = time.monotonic() - start
+    requests = kconfig.merge(req.fragment_files())
+    say(f"build {applied.describe} ({applied.commit[:12]}) for {tc.arch} ...")
+    start = time.monotonic()
+    built = build.build(applied, requests, tc, log)
+    timings["build"] = time.monotonic() - start
+    say(f"build: {'cache hit' if built.cache_hit else f'{built.seconds:.1f} s'}, {built.image}")
+    return applied, rev, built, tc
+
+
+def prepare_guest(req: Request, cache: Cache, log: CommandLog, say: Say,
+                  timings: dict[str, float]) -> GuestArtifacts:
+    """Build the kernel, the guest modules against it, and the initramfs; find the profile."""
+    kt, rev, built, tc = build_kernel(req, cache, log, say, timings)
+    mods = modules.build_modules(DATA_ROOT / "guest-rootfs" / "modules", kt.path, built, tc, log)
+    sysroot = fetch.guest_sysroot(cache, log)
+    initramfs = rootfs.build_initramfs(DATA_ROOT / "guest-rootfs", sysroot, kt.path, cache, log,
+                                       tuple((m.ko, m.guest_path) for m in mods))
+    profile = qemu.find_profile(DATA_ROOT / "qemu-profiles", req.profile)
+    return GuestArtifacts(kt, rev, built, tuple(mods), initramfs, profile)
+
+
+def guest_argv(art: GuestArtifacts, out_dir: Path) -> list[str]:
+    """QEMU's argv for ``art``, with a fresh disk image in ``out_dir``."""
+    disk = qemu.make_disk(out_dir / "disk.img", art.profile.disk_mb)
+    return qemu.render_argv(art.profile, kernel=art.build.image, initrd=art.initramfs.path, disk=disk)
+
+
+def reproducer(req: Request, scenarios: list[model.Scenario], expect: str | None = None) -> str:
+    """The ``harness run`` command line that reruns one cell (or a run) by itself."""
+    argv = ["harness", "run", "--profile", req.profile]
+    if req.tree:
+        argv += ["--tree", req.tree if req.tree in tree.EMBEDDED_TREES else str(Path(req.tree).resolve())]
+    for opt in ("series", "base", "upto", "series_version"):
+        if getattr(req, opt) is not None:
+            argv += [f"--{opt.replace('_', '-')}", str(getattr(req, opt))]
+    if expect:
+        argv += ["--expect", expect]
+    for frag in req.kconfig or ():
+        argv += ["--kconfig", frag]
+    for s in scenarios:
+        argv += ["--scenario", f"{s.name}:{s.cycles}" if uniform(s) else s.name]
+    return shlex.join(argv)
+
+
+def series_record(rev: series.Series | None, applied: int) -> dict:
+    """What results.json says of the series: version, title, cover Message-ID, and per applied
+    patch its index, subject, Message-ID and the sha256 of the mail; ``patchset_hash`` is
+    KCIDB's (:func:`harness.kcidb.patchset_hash`)."""
+    if rev is None:
+        return {"patchset_hash": "", "patches": []}
+    patches = [{"index": p.index, "subject": p.subject, "message_id": p.msgid,
+                "sha256": hashlib.sha256(p.raw).hexdigest()} for p in rev.patches[:applied]]
+    return {"version": rev.version, "title": rev.title, "total": rev.total,
+            "cover_message_id": rev.cover.msgid if rev.cover else None,
+            "patchset_hash": kcidb.patchset_hash([p["sha256"] for p in patches]), "patches": patches}
+
+
+@dataclass
+class CellHooks:
+    """How a cell run reports and is controlled from outside (the matrix runner).
+
+    ``stage(text)`` is told each stage (``build``, ``boot``, ``cycle 2/5``, ``PASS``);
+    ``artifacts(req, log, say, timings)`` builds or returns the shared guest artifacts;
+    ``sessions`` holds the running guests so an interrupt can stop them; ``stop`` is set
+    when the run was interrupted."""
+
+    stage: Callable[[str], None] = lambda text: None
+    artifacts: Callable[..., GuestArtifacts] | None = None
+    sessions: set = field(default_factory=set)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Cache, say: Say,
+             expect_path: Path | None, command: str, defect: str | None = None, cell: str = "",
+             hooks: CellHooks | None = None) -> results.RunResult:
+    """Build, boot one guest, run ``scenarios`` in order in it, check every cycle; return the result.
+
+    Never raises a :class:`HarnessError`: it ends the result with ``error`` and its verdict
+    (ERROR/HANG/FAIL).  ``results.json`` is written to ``out`` whatever happens.
+    KeyboardInterrupt propagates after QEMU is stopped and results are written.
+    """
+    hooks = hooks or CellHooks()
+    out.mkdir(parents=True, exist_ok=True)
+    log = CommandLog(out / "commands.log")
+    result = results.RunResult(command=command, out_dir=out, profile=req.profile, defect=defect, cell=cell,
+                              started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    result.versions = {"harness": __version__, "qemu": toolchain.qemu_version()}
+    try:
+        base_expect = expectations.load_expectations(expect_path) if expect_path else {}
+        result.expectations = {"file": str(expect_path) if expect_path else None, "expect": base_expect}
+        hooks.stage("build")
+        art = (hooks.artifacts or functools.partial(prepare_guest, cache=cache))(
+            req, log=log, say=say, timings=result.timings)
+        result.tree = {"path": str(art.tree.source.path), "worktree": str(art.tree.path),
+                       "commit": art.tree.commit, "base": art.tree.base, "describe": art.tree.describe,
+                       "version": art.tree.version, "embedded": art.tree.embedded, "name": art.tree.source.name,
+                       "series_version": art.tree.series_version,
+                       "patches": [{"index": i, "subject": s, "commit": c} for i, s, c in art.tree.patch_commits]}
+        result.series = series_record(art.series, len(art.tree.patch_commits))
+        result.build = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(art.build).items()}
+        result.build["config"] = list(req.fragments)
+        result.initramfs = {"path": str(art.initramfs.path), "sha256": art.initramfs.sha256}
+        result.versions["gcc"] = art.build.gcc_version
+        result.qemu_argv = guest_argv(art, out)
+        result.console_log = str(out / "console.log")
+        say(f"boot {art.profile.name}, console log {result.console_log}")
+        hooks.stage("boot")
+        with GuestSession(result.qemu_argv, out / "console.log", log, boot_timeout=req.boot_timeout) as session:
+            hooks.sessions.add(session)
+            result.timings["boot"] = session.boot_seconds or 0.0
+            say(f"guest shell after {result.timings['boot']:.2f} s")
+            facts = suspend.prepare(session)
+            result.guest = facts
+            result.versions["kernel"] = facts.kernel_release
+            start = time.monotonic()
+            for scenario in scenarios:
+                for i in range(1, scenario.cycles + 1):
+                    step = scenario.steps[i - 1]
+                    hooks.stage(f"{scenario.name} {i}/{scenario.cycles}")
+                    rec = suspend.run_cycle(session, scenario, i, facts)
+                    dmesg_file = out / f"{scenario.name}-{i}.dmesg"
+                    dmesg_file.write_text(rec.dmesg + "\n")
+                    if rec.noirq_trace is not None:
+                        (out / f"{scenario.name}-{i}.noirq-trace").write_text(rec.noirq_trace + "\n")
+                    timeline = dmesg.parse(rec.dmesg)
+                    verdicts = checks.check_cycle(rec, facts, timeline, {**base_expect, **step.expect}, step.checks)
+                    result.cycles.append(results.CycleResult(rec, timeline, tuple(verdicts), dmesg_file.name))
+                    say(f"{scenario.name} #{i}/{scenario.cycles}{' ' + step.label if step.label else ''}: "
+                        f"{result.cycles[-1].verdict} ({rec.seconds:.2f} s)")
+            result.timings["cycles"] = time.monotonic() - start
+            hooks.sessions.discard(session)
+    except HarnessError as e:
+        if hooks.stop.is_set():
+            result.error, result.error_verdict, result.error_type = INTERRUPTED, Verdict.ERROR, "KeyboardInterrupt"
+            result.exit_code = 130
+        else:
+            result.error = f"{type(e).__name__}: {e}"
+            result.error_verdict = e.verdict
+            result.error_type = type(e).__name__
+            result.exit_code = e.exit_code
+    except KeyboardInterrupt:
+        result.error, result.error_verdict, result.error_type = INTERRUPTED, Verdict.ERROR, "KeyboardInterrupt"
+        result.exit_code = 130
+        raise
+    finally:
+        results.write_results(result)
+        disk = out / "disk.img"
+        if disk.exists() and result.error is None and result.verdict == Verdict.PASS:
+            disk.unlink()  # up to disk_mb of swap; kept only when the run needs a look
+        hooks.stage(result.verdict)
+    return result
+
+
+class SharedArtifacts:
+    """Guest artifacts per distinct :class:`Request`, built once and one build at a time: a
+    build already uses every core (``make -j``), and worktree creation takes git's locks.
+    A failed build is remembered, so every cell that needs it fails the same way at once.
+    A cell that reuses a build records ``apply`` 0 and ``build`` as the seconds it waited."""
+
+    def __init__(self, cache: Cache):
+        self._cache = cache
+        self._lock = threading.Lock()
+        self._done: dict[Request, GuestArtifacts | HarnessError] = {}
+
+    def __call__(self, req: Request, log: CommandLog, say: Say, timings: dict[str, float]) -> GuestArtifacts:
+        key = replace(req, boot_timeout=0.0, profile="")
+        start = time.monotonic()
+        with self._lock:
+            if key not in self._done:
+                try:
+                    self._done[key] = prepare_guest(req, self._cache, log, say, timings)
+                except HarnessError as e:
+                    self._done[key] = e
+            else:  # built for an earlier cell: this one only waited for it
+                say("build: shared with an earlier cell")
+                timings.update(apply=0.0, build=time.monotonic() - start)
+        got = self._done[key]
+        if isinstance(got, HarnessError):
+            raise copy.copy(got)
+        if got.profile.name != req.profile:
+            return replace(got, profile=qemu.find_profile(DATA_ROOT / "qemu-profiles", req.profile))
+        return got
