@@ -209,3 +209,20 @@ def test_progress_clock_stops_when_a_cell_has_its_verdict(monkeypatch):
     clock[0] += 100
     table = progress._table()
     assert list(table.columns[2].cells) == ["107", "7"]
+
+
+def test_results_json_carries_its_schema_and_older_documents_are_migrated_in_one_place(saved_run):
+    (cell_dir, doc), *_ = results.load_results(saved_run)
+    assert doc["schema"] == results.SCHEMA == 2
+    saved = json.loads((cell_dir / "results.json").read_text())
+    assert saved["schema"] == 2
+    # a schema-1 document (before the number existed) lacked these fields
+    old = {k: v for k, v in saved.items() if k not in ("schema", "cell", "defect", "started", "versions")}
+    (cell_dir / "results.json").write_text(json.dumps(old))
+    (_, migrated), *_ = results.load_results(saved_run)
+    assert migrated["schema"] == 2 and migrated["cell"] == "defects/sleep-in-noirq/virt-mmio/s2idle-rtc"
+    assert (migrated["defect"], migrated["started"], migrated["versions"]) == (None, "", {})
+    assert "junit" in report.write_reports(saved_run)
+    (cell_dir / "results.json").write_text(json.dumps({**saved, "schema": 3}))
+    with pytest.raises(UsageError, match="schema 3: this harness reads up to 2"):
+        results.load_results(saved_run)
