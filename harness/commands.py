@@ -101,7 +101,7 @@ def cmd_apply(args, cache: Cache) -> int:
 
 def cmd_build(args, cache: Cache) -> int:
     log = CommandLog(cache.root / "build.log")
-    _, _, result, _ = pipeline.build_kernel(_request(args), cache, log, say, {})
+    result = pipeline.build_kernel(_request(args), cache, log, say).build
     print(f"Image: {result.image}")
     print(f"build: {result.out_dir} ({'cache hit' if result.cache_hit else f'{result.seconds:.1f} s'})")
     return 0
@@ -110,7 +110,7 @@ def cmd_build(args, cache: Cache) -> int:
 def cmd_boot(args, cache: Cache) -> int:
     out = cache.root / "runs" / ("boot-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     log = CommandLog(out / "commands.log")
-    art = pipeline.prepare_guest(_request(args), cache, log, say, {})
+    art = pipeline.prepare_guest(_request(args), cache, log, say)
     with GuestSession(pipeline.guest_argv(art, out), out / "console.log", log,
                       boot_timeout=args.boot_timeout) as session:
         print(f"guest up after {session.boot_seconds:.2f} s; Ctrl-] leaves (QEMU is then stopped)")

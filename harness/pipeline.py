@@ -66,8 +66,23 @@ class Request:
 
 
 @dataclass(frozen=True)
+class KernelBuild:
+    """An applied and built kernel: the worktree, the series (None without one), the build, the
+    toolchain, and the seconds the apply and the build took (0 for a cache hit's make)."""
+
+    tree: tree.AppliedTree
+    series: series.Series | None
+    build: build.BuildResult
+    toolchain: toolchain.Toolchain
+    apply_seconds: float
+    build_seconds: float
+
+
+@dataclass(frozen=True)
 class GuestArtifacts:
-    """What a guest needs: the tree and build it came from, the initramfs, the profile."""
+    """What a guest needs: the tree and build it came from, the initramfs, the profile, and the
+    seconds the apply and the kernel build took for this cell (a cell that shares an earlier
+    cell's build: 0 and the seconds it waited)."""
 
     tree: tree.AppliedTree
     series: series.Series | None
@@ -75,6 +90,8 @@ class GuestArtifacts:
     modules: tuple[modules.GuestModule, ...]
     initramfs: rootfs.Initramfs
     profile: qemu.QemuProfile
+    apply_seconds: float = 0.0
+    build_seconds: float = 0.0
 
 
 def applied_tree(req: Request, cache: Cache, log: CommandLog,
@@ -104,33 +121,31 @@ def applied_tree(req: Request, cache: Cache, log: CommandLog,
                              rev.base_commit if rev else None), rev
 
 
-def build_kernel(req: Request, cache: Cache, log: CommandLog, say: Say, timings: dict[str, float]
-                 ) -> tuple[tree.AppliedTree, series.Series | None, build.BuildResult, toolchain.Toolchain]:
-    """Apply and build; ``timings['apply']``/``['build']`` get the seconds.  Raises BuildError (5)
-    and the above."""
+def build_kernel(req: Request, cache: Cache, log: CommandLog, say: Say) -> KernelBuild:
+    """Apply and build.  Raises BuildError (5) and the above."""
     tc = toolchain.arm64(cache, req.jobs)
     start = time.monotonic()
     applied, rev = applied_tree(req, cache, log, say)
-    timings["apply"] = time.monotonic() - start
+    apply_seconds = time.monotonic() - start
     requests = kconfig.merge(req.fragment_files())
     say(f"build {applied.describe} ({applied.commit[:12]}) for {tc.arch} ...")
     start = time.monotonic()
     built = build.build(applied, requests, tc, log)
-    timings["build"] = time.monotonic() - start
+    build_seconds = time.monotonic() - start
     say(f"build: {'cache hit' if built.cache_hit else f'{built.seconds:.1f} s'}, {built.image}")
-    return applied, rev, built, tc
+    return KernelBuild(applied, rev, built, tc, apply_seconds, build_seconds)
 
 
-def prepare_guest(req: Request, cache: Cache, log: CommandLog, say: Say,
-                  timings: dict[str, float]) -> GuestArtifacts:
+def prepare_guest(req: Request, cache: Cache, log: CommandLog, say: Say) -> GuestArtifacts:
     """Build the kernel, the guest modules against it, and the initramfs; find the profile."""
-    kt, rev, built, tc = build_kernel(req, cache, log, say, timings)
-    mods = modules.build_modules(DATA_ROOT / "guest-rootfs" / "modules", kt.path, built, tc, log)
+    kb = build_kernel(req, cache, log, say)
+    mods = modules.build_modules(DATA_ROOT / "guest-rootfs" / "modules", kb.tree.path, kb.build, kb.toolchain, log)
     sysroot = fetch.guest_sysroot(cache, log)
-    initramfs = rootfs.build_initramfs(DATA_ROOT / "guest-rootfs", sysroot, kt.path, cache, log,
+    initramfs = rootfs.build_initramfs(DATA_ROOT / "guest-rootfs", sysroot, kb.tree.path, cache, log,
                                        tuple((m.ko, m.guest_path) for m in mods))
     profile = qemu.find_profile(DATA_ROOT / "qemu-profiles", req.profile)
-    return GuestArtifacts(kt, rev, built, tuple(mods), initramfs, profile)
+    return GuestArtifacts(kb.tree, kb.series, kb.build, tuple(mods), initramfs, profile, kb.apply_seconds,
+                          kb.build_seconds)
 
 
 def guest_argv(art: GuestArtifacts, out_dir: Path) -> list[str]:
@@ -174,7 +189,7 @@ class CellHooks:
     """How a cell run reports and is controlled from outside (the matrix runner).
 
     ``stage(text)`` is told each stage (``build``, ``boot``, ``cycle 2/5``, ``PASS``);
-    ``artifacts(req, log, say, timings)`` builds or returns the shared guest artifacts;
+    ``artifacts(req, log, say)`` builds or returns the shared guest artifacts;
     ``sessions`` holds the running guests so an interrupt can stop them; ``stop`` is set
     when the run was interrupted."""
 
@@ -204,7 +219,8 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
         result.expectations = {"file": str(expect_path) if expect_path else None, "expect": base_expect}
         hooks.stage("build")
         art = (hooks.artifacts or functools.partial(prepare_guest, cache=cache))(
-            req, log=log, say=say, timings=result.timings)
+            req, log=log, say=say)
+        result.timings.update(apply=art.apply_seconds, build=art.build_seconds)
         result.tree = {"path": str(art.tree.source.path), "worktree": str(art.tree.path),
                        "commit": art.tree.commit, "base": art.tree.base, "describe": art.tree.describe,
                        "version": art.tree.version, "embedded": art.tree.embedded, "name": art.tree.source.name,
@@ -276,21 +292,24 @@ class SharedArtifacts:
         self._lock = threading.Lock()
         self._done: dict[Request, GuestArtifacts | HarnessError] = {}
 
-    def __call__(self, req: Request, log: CommandLog, say: Say, timings: dict[str, float]) -> GuestArtifacts:
+    def __call__(self, req: Request, log: CommandLog, say: Say) -> GuestArtifacts:
         key = replace(req, boot_timeout=0.0, profile="")
         start = time.monotonic()
+        shared = False
         with self._lock:
             if key not in self._done:
                 try:
-                    self._done[key] = prepare_guest(req, self._cache, log, say, timings)
+                    self._done[key] = prepare_guest(req, self._cache, log, say)
                 except HarnessError as e:
                     self._done[key] = e
             else:  # built for an earlier cell: this one only waited for it
                 say("build: shared with an earlier cell")
-                timings.update(apply=0.0, build=time.monotonic() - start)
+                shared = True
         got = self._done[key]
         if isinstance(got, HarnessError):
             raise copy.copy(got)
+        if shared:
+            got = replace(got, apply_seconds=0.0, build_seconds=time.monotonic() - start)
         if got.profile.name != req.profile:
-            return replace(got, profile=qemu.find_profile(DATA_ROOT / "qemu-profiles", req.profile))
+            got = replace(got, profile=qemu.find_profile(DATA_ROOT / "qemu-profiles", req.profile))
         return got

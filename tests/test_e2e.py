@@ -97,7 +97,7 @@ def test_parse_of_the_saved_console_log_matches_the_live_run(main_run):
 def test_suspend_without_a_wake_source_is_a_hang_and_qemu_is_reaped(tmp_path):
     cache = Cache.from_env()
     log = CommandLog(tmp_path / "commands.log")
-    art = prepare_guest(Request(), cache, log, print, {})
+    art = prepare_guest(Request(), cache, log, print)
     with pytest.raises(GuestHang) as err:
         with GuestSession(guest_argv(art, tmp_path), tmp_path / "console.log", log) as session:
             pid = session._child.pid

@@ -228,7 +228,7 @@ def test_shared_artifacts_build_each_request_once_and_one_build_at_a_time(monkey
     from harness.errors import BuildError
     calls, running, peak = [], [0], [0]
 
-    def fake_prepare(req, cache, log, say, timings):
+    def fake_prepare(req, cache, log, say):
         running[0] += 1
         peak[0] = max(peak[0], running[0])
         _time.sleep(0.05)
@@ -236,7 +236,8 @@ def test_shared_artifacts_build_each_request_once_and_one_build_at_a_time(monkey
         calls.append(req.series)
         if req.series == "broken":
             raise BuildError("drivers/virtio/virtio.c:1: error: boom")
-        return pipeline.GuestArtifacts(None, None, None, (), None, type("P", (), {"name": req.profile})())
+        return pipeline.GuestArtifacts(None, None, None, (), None, type("P", (), {"name": req.profile})(),
+                                       apply_seconds=1.0, build_seconds=2.0)
 
     monkeypatch.setattr(pipeline, "prepare_guest", fake_prepare)
     shared = pipeline.SharedArtifacts(cache=None)
@@ -244,7 +245,7 @@ def test_shared_artifacts_build_each_request_once_and_one_build_at_a_time(monkey
 
     def cell(series, profile):
         try:
-            got.append(shared(pipeline.Request(series=series, profile=profile), None, print, {}))
+            got.append(shared(pipeline.Request(series=series, profile=profile), None, print))
         except BuildError as e:
             errors.append(str(e))
 
@@ -255,6 +256,9 @@ def test_shared_artifacts_build_each_request_once_and_one_build_at_a_time(monkey
         t.join()
     assert sorted(calls) == ["a", "b", "broken"] and peak[0] == 1
     assert len(got) == 6 and errors == ["drivers/virtio/virtio.c:1: error: boom"] * 3
+    # the cell that built records its apply; the ones that shared it record 0 and their wait
+    assert sorted(g.apply_seconds for g in got) == [0.0] * 4 + [1.0] * 2
+    assert all(g.build_seconds == 2.0 or g.build_seconds < 1.0 for g in got)
 
 
 @pytest.mark.parametrize("codes, want", [([0, 0], 0), ([0, 1, 0], 1), ([1, 5], 5), ([5, 7, 1], 7), ([], 0)])
