@@ -18,13 +18,17 @@ lines the phase is inferred from the callback symbol's suffix.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import dataclass
 from typing import NamedTuple
 
 # --- Line formats, each with the kernel source that prints it (Linux 6.12) ---
 
 #: printk timestamp prefix (kernel/printk/printk.c, print_time), optional syslog level.
 TIMESTAMP = re.compile(r"(?:<\d+>)?\[\s*(?P<ts>\d+\.\d+)\]\s?(?P<msg>.*)$")
+#: TIMESTAMP as it is searched in one line, applied to a whole log at once: the first
+#: ``[ seconds]`` of a line, whitespace never crossing the line's end.
+_PRINTK_LINE = re.compile(r"^[^\n]*?(?:<\d+>)?\[[^\S\n]*(?P<ts>\d+\.\d+)\][^\S\n]?(?P<msg>[^\n]*)$", re.M)
 
 #: drivers/base/power/main.c initcall_debug_start():
 #: dev_info(dev, "calling %ps @ %i, parent: %s\n", ...) with dev_fmt "PM: ".
@@ -97,7 +101,7 @@ _INFO_SUFFIX = {"noirq": "_noirq", "late": "_late", "early": "_early", None: ""}
 _SYMBOL_SUFFIXES = ("_noirq", "_early", "_late")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Callback:
     """One device PM callback.
 
@@ -126,7 +130,7 @@ class Callback:
         return self.driver == "platform" and self.device.endswith(".virtio_mmio")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProbeEvent:
     """A line of the guest probe module: ``event`` (``restore_noirq``,
     ``consumer resume_early``...), its ``key=value`` ``fields``, ``seq``, and
@@ -142,7 +146,7 @@ class ProbeEvent:
         return next((v for k, v in self.fields if k == key), None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LogProblem:
     """A WARN/BUG/Oops/lockdep/... line: ``kind`` from :data:`PROBLEMS`, ``seq``, ``text``."""
 
@@ -205,10 +209,9 @@ class PmTimeline:
 
     def to_json(self) -> dict:
         """The stable JSON shape of ``harness parse --json`` (see the README)."""
-        def event(c: Callback) -> dict:
-            d = asdict(c)
-            return {k: d[k] for k in ("driver", "device", "callback", "module", "pid", "rc", "usecs", "seq",
-                                      "end_seq", "time", "parent")}
+        def event(c: Callback) -> dict:  # every field is a scalar: no asdict() deep copy per callback
+            return {k: getattr(c, k) for k in ("driver", "device", "callback", "module", "pid", "rc", "usecs", "seq",
+                                               "end_seq", "time", "parent")}
         return {
             "transitions": [{
                 "kind": t.kind, "label": t.label, "pm_test": t.pm_test, "wakeup_irq": t.wakeup_irq,
@@ -260,16 +263,17 @@ class LineStream:
     (shell prompts, echoed commands) are skipped but counted.  ``len()`` is the line count."""
 
     def __init__(self, text: str):
-        self._lines = strip_terminal(text).split("\n")
+        self._text = strip_terminal(text)
 
     def __len__(self) -> int:
-        return len(self._lines)
+        return self._text.count("\n") + 1
 
     def __iter__(self):
-        search = TIMESTAMP.search
-        for seq, line in enumerate(self._lines):
-            if m := search(line):
-                yield seq, float(m["ts"]), m["msg"].rstrip()
+        text, seq, pos = self._text, 0, 0
+        for m in _PRINTK_LINE.finditer(text):  # one pass in C; only the lines with a printk time
+            seq += text.count("\n", pos, m.start())
+            pos = m.start()
+            yield seq, float(m["ts"]), m["msg"].rstrip()
 
 
 class _Open:
@@ -358,10 +362,12 @@ class _Parser:
     def pm_line(self, seq: int, ts: float, msg: str) -> None:
         if msg.startswith("PM: "):
             self.pm_core_line(seq, msg)
-        elif m := CALLING.match(msg):
-            self._open("hibernation" if "freeze" in m["callback"] else "suspend", seq).call(
-                Callback(m["driver"], m["device"], m["callback"], m["module"], int(m["pid"]), m["parent"],
-                         None, None, seq, None, ts))
+        elif "PM: calling " in msg and (m := CALLING.match(msg)):
+            # the same few hundred device and callback names recur in every cycle: one copy of each
+            driver, device, callback, module, parent = (v and sys.intern(v) for v in m.group(
+                "driver", "device", "callback", "module", "parent"))
+            self._open("hibernation" if "freeze" in callback else "suspend", seq).call(
+                Callback(driver, device, callback, module, int(m["pid"]), parent, None, None, seq, None, ts))
         elif self.current and (m := RETURNED.match(msg)):
             self.current.returned((m["driver"], m["device"], m["callback"]), int(m["rc"]), int(m["usecs"]), seq)
 

@@ -188,3 +188,19 @@ def test_a_return_after_its_phase_ended_is_ignored_not_a_crash():
     (tr,) = dmesg.parse(log).transitions
     (cb,) = tr.phase("suspend").events
     assert cb.rc is None and cb.end_seq is None
+
+
+def test_the_line_stream_finds_what_the_timestamp_search_finds_line_by_line():
+    """LineStream reads a whole log with one regex; it must give, for every real capture, the
+    lines TIMESTAMP.search finds one line at a time (and never run into the next line)."""
+    fixtures = CAPTURE.parent
+    for path in sorted(fixtures.glob("*/*.dmesg")) + sorted(fixtures.glob("*/console.log")):
+        text = path.read_bytes().decode(errors="replace")
+        want = [(seq, float(m["ts"]), m["msg"].rstrip())
+                for seq, line in enumerate(dmesg.strip_terminal(text).split("\n"))
+                if (m := dmesg.TIMESTAMP.search(line))]
+        stream = dmesg.LineStream(text)
+        assert list(stream) == want, path
+        assert len(stream) == len(text.split("\n"))
+    assert list(dmesg.LineStream("[    1.000000]\nnext line\n[    2.000000] PM: suspend exit")) == [
+        (0, 1.0, ""), (2, 2.0, "PM: suspend exit")]
