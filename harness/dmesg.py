@@ -24,11 +24,24 @@ from typing import NamedTuple
 
 # --- Line formats, each with the kernel source that prints it (Linux 6.12) ---
 
-#: printk timestamp prefix (kernel/printk/printk.c, print_time), optional syslog level.
-TIMESTAMP = re.compile(r"(?:<\d+>)?\[\s*(?P<ts>\d+\.\d+)\]\s?(?P<msg>.*)$")
+#: printk time prefix (kernel/printk/printk.c print_time(): ``[%5lu.%06lu]``), anywhere in the
+#: line (after ``dmesg -x``'s ``kern  :info  : ``, syslog's ``host kernel: ``); an optional syslog
+#: level before it (``<6>``, ``dmesg -r``), an Android kernel's CPU after the seconds
+#: (``[ 5603.909536,0]``), and the PRINTK_CALLER id after it (print_caller(): ``[T123]`` for a
+#: task, ``[C1]`` for a CPU, padded to 6 characters: ``[  T123]``).
+TIMESTAMP = re.compile(r"(?:<\d+>)?\[\s*(?P<ts>\d+\.\d+)(?:,\d+)?\](?:\[\s*[TC]\d+\])?\s?(?P<msg>.*)$")
 #: TIMESTAMP as it is searched in one line, applied to a whole log at once: the first
 #: ``[ seconds]`` of a line, whitespace never crossing the line's end.
-_PRINTK_LINE = re.compile(r"^[^\n]*?(?:<\d+>)?\[[^\S\n]*(?P<ts>\d+\.\d+)\][^\S\n]?(?P<msg>[^\n]*)$", re.M)
+_PRINTK_LINE = re.compile(r"^[^\n]*?(?:<\d+>)?\[[^\S\n]*(?P<ts>\d+\.\d+)(?:,\d+)?\](?:\[[^\S\n]*[TC]\d+\])?"
+                          r"[^\S\n]?(?P<msg>[^\n]*)$", re.M)
+#: A log without printk times: journalctl's and syslog's kernel lines (``Dec 01 12:00:00 host
+#: kernel: msg``, month names of any locale; ``-o short-precise`` fractions; ``-o short-iso``
+#: ``2026-12-01T12:00:00+0000 host kernel: msg``).  Only the time of day is kept.
+_JOURNAL_LINE = re.compile(r"^(?:\S+ +(?P<day>\d{1,2})|\d{4}-\d\d-(?P<iday>\d\d))[ T](?P<h>\d\d):(?P<m>\d\d):"
+                           r"(?P<s>\d\d(?:\.\d+)?)\S* \S+ kernel: (?P<msg>[^\n]*)$", re.M)
+#: ``dmesg -T``'s wall clock instead of printk times: ``[Mon Dec  1 12:00:00 2026] msg``.
+_WALLCLOCK_LINE = re.compile(r"^\[\S+ \S+ +(?P<day>\d{1,2}) (?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d) \d{4}\][^\S\n]?"
+                             r"(?P<msg>[^\n]*)$", re.M)
 
 #: drivers/base/power/main.c initcall_debug_start():
 #: dev_info(dev, "calling %ps @ %i, parent: %s\n", ...) with dev_fmt "PM: ".
@@ -257,23 +270,45 @@ _PROBLEM_WORD = re.compile("|".join(map(re.escape, PROBLEM_WORDS)))
 
 
 class LineStream:
-    """The printk lines of a log, in order, as ``(seq, time, msg)``: ``seq`` the 0-based line
-    number in the input, ``time`` the printk time in seconds, ``msg`` the text after it.
-    Terminal control sequences and carriage returns are dropped; lines without a printk time
-    (shell prompts, echoed commands) are skipped but counted.  ``len()`` is the line count."""
+    """The kernel lines of a log, in order, as ``(seq, time, msg)``: ``seq`` the 0-based line
+    number in the input, ``time`` in seconds (None when the log has none), ``msg`` the text
+    after the prefixes.  ``style`` says how the log is written, decided once for the whole log:
+
+    * ``printk``: lines with a printk time (:data:`TIMESTAMP`); lines without one (shell
+      prompts, echoed commands, continuation lines) are skipped but counted;
+    * ``journal``: journalctl or syslog (``host kernel: ``); the time of day, in seconds;
+    * ``wallclock``: ``dmesg -T``; the time of day, in whole seconds;
+    * ``plain``: no time at all (``printk.time=0``): every line is a kernel line, ordered by
+      its position only.
+
+    Terminal control sequences and carriage returns are dropped.  ``len()`` is the line count."""
 
     def __init__(self, text: str):
         self._text = strip_terminal(text)
+        self.style = ("printk" if _PRINTK_LINE.search(self._text) else "journal" if _JOURNAL_LINE.search(self._text)
+                      else "wallclock" if _WALLCLOCK_LINE.search(self._text) else "plain")
 
     def __len__(self) -> int:
         return self._text.count("\n") + 1
 
     def __iter__(self):
-        text, seq, pos = self._text, 0, 0
-        for m in _PRINTK_LINE.finditer(text):  # one pass in C; only the lines with a printk time
+        text = self._text
+        if self.style == "plain":
+            for seq, line in enumerate(text.split("\n")):
+                if line.strip():
+                    yield seq, None, line.rstrip()
+            return
+        rx = {"printk": _PRINTK_LINE, "journal": _JOURNAL_LINE, "wallclock": _WALLCLOCK_LINE}[self.style]
+        seq = pos = 0
+        for m in rx.finditer(text):  # one pass in C over the whole log
             seq += text.count("\n", pos, m.start())
             pos = m.start()
-            yield seq, float(m["ts"]), m["msg"].rstrip()
+            if self.style == "printk":
+                ts = float(m["ts"])
+            else:
+                ts = (int(m["day"] or m["iday"] if self.style == "journal" else m["day"]) * 86400
+                      + int(m["h"]) * 3600 + int(m["m"]) * 60 + float(m["s"]))
+            yield seq, ts, m["msg"].rstrip()
 
 
 class _Open:

@@ -100,7 +100,7 @@ def test_profile_template_with_unknown_variable_is_an_error(tmp_path):
 
 
 def test_unknown_profile_lists_known_ones():
-    with pytest.raises(ConfigError, match="known: virt-gicv3, virt-mmio, virt-smp1"):
+    with pytest.raises(ConfigError, match="known: virt-gicv3, virt-mmio, virt-mmio-notime, virt-smp1"):
         qemu.find_profile(PROFILES, "virt-nope")
 
 

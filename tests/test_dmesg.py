@@ -204,3 +204,22 @@ def test_the_line_stream_finds_what_the_timestamp_search_finds_line_by_line():
         assert len(stream) == len(text.split("\n"))
     assert list(dmesg.LineStream("[    1.000000]\nnext line\n[    2.000000] PM: suspend exit")) == [
         (0, 1.0, ""), (2, 2.0, "PM: suspend exit")]
+
+
+@pytest.mark.parametrize("log, style, first", [
+    # PRINTK_CALLER (kernel/printk/printk.c print_caller()), as on syzbot and Android kernels
+    ("[ 1505.360127][T10711] s51xx 0000:01:00.0: PM: calling pci_pm_suspend @ 10711, parent: 0000:00:00.0",
+     "printk", (0, 1505.360127, "s51xx 0000:01:00.0: PM: calling pci_pm_suspend @ 10711, parent: 0000:00:00.0")),
+    ("[   12.000000][  T123] PM: suspend entry (s2idle)", "printk", (0, 12.0, "PM: suspend entry (s2idle)")),
+    ("<6>[   12.000000] PM: suspend entry (s2idle)", "printk", (0, 12.0, "PM: suspend entry (s2idle)")),
+    ("kern  :info  : [   61.010440] PM: suspend entry (s2idle)", "printk", (0, 61.01044, "PM: suspend entry (s2idle)")),
+    ("[ 5655.287196,0] PM: Preparing system for mem sleep", "printk", (0, 5655.287196, "PM: Preparing system for mem sleep")),
+    ("Feb 11 22:13:51 host-1 kernel: PM: suspend of devices complete after 1155.793 msecs", "journal",
+     (0, 11 * 86400 + 22 * 3600 + 13 * 60 + 51.0, "PM: suspend of devices complete after 1155.793 msecs")),
+    ("2026-12-01T12:00:01.5+0000 host kernel: PM: suspend exit", "journal", (0, 86400 + 12 * 3600 + 1.5, "PM: suspend exit")),
+    ("[Mon Dec  1 12:00:00 2026] PM: suspend entry (deep)", "wallclock", (0, 86400 + 12 * 3600.0, "PM: suspend entry (deep)")),
+    ("prompt# dmesg\nPM: suspend entry (s2idle)", "plain", (0, None, "prompt# dmesg")),
+])
+def test_the_line_prefixes_of_printk_variants_and_log_tools(log, style, first):
+    stream = dmesg.LineStream(log)
+    assert stream.style == style and next(iter(stream)) == first
