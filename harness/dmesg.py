@@ -43,17 +43,37 @@ _JOURNAL_LINE = re.compile(r"^(?:\S+ +(?P<day>\d{1,2})|\d{4}-\d\d-(?P<iday>\d\d)
 _WALLCLOCK_LINE = re.compile(r"^\[\S+ \S+ +(?P<day>\d{1,2}) (?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d) \d{4}\][^\S\n]?"
                              r"(?P<msg>[^\n]*)$", re.M)
 
-#: drivers/base/power/main.c initcall_debug_start():
-#: dev_info(dev, "calling %ps @ %i, parent: %s\n", ...) with dev_fmt "PM: ".
+#: drivers/base/power/main.c initcall_debug_start(), Linux 5.12 and later (and 5.10 stable):
+#: dev_info(dev, "calling %ps @ %i, parent: %s\n", ...) with dev_fmt "PM: " (``%pS``, so
+#: ``pci_pm_suspend+0x0/0x1b0``, before 6.10).  dev_info's prefix is "<driver> <device>: ",
+#: with an empty driver when the device has no driver, bus or class (a leading space).
 CALLING = re.compile(
-    r"^(?:(?P<driver>\S+) )?(?P<device>\S+): PM: calling (?P<callback>[^\s\[]+)"
+    r"^ ?(?:(?P<driver>\S+) )?(?P<device>\S+): PM: calling (?P<callback>[^\s\[]+)"
     r"(?: \[(?P<module>[^\]]+)\])? @ (?P<pid>\d+), parent: (?P<parent>\S+)")
 
-#: drivers/base/power/main.c initcall_debug_report():
-#: dev_info(dev, "%ps returned %d after %Ld usecs\n", ...) (usecs = nsecs >> 10).
+#: drivers/base/power/main.c initcall_debug_report(), Linux 5.12 and later:
+#: dev_info(dev, "%ps returned %d after %Ld usecs\n", ...) (usecs = nsecs >> 10 before 6.1).
 RETURNED = re.compile(
-    r"^(?:(?P<driver>\S+) )?(?P<device>\S+): PM: (?P<callback>[^\s\[]+)"
+    r"^ ?(?:(?P<driver>\S+) )?(?P<device>\S+): PM: (?P<callback>[^\s\[]+)"
     r"(?: \[(?P<module>[^\]]+)\])? returned (?P<rc>-?\d+) after (?P<usecs>\d+) usecs")
+
+#: The same from Linux 4.19 to 5.11: dev_info(dev, "calling %pF @ %i, parent: %s\n", cb, ...)
+#: (``%pS`` from 5.2) and "%pF returned %d after %Ld usecs\n", without "PM: ".
+CALLING_NO_PM = re.compile(
+    r"^ ?(?:(?P<driver>\S+) )?(?P<device>\S+): calling (?P<callback>[^\s\[]+\+0x[0-9a-f]+/0x[0-9a-f]+)"
+    r"(?: \[(?P<module>[^\]]+)\])? @ (?P<pid>\d+), parent: (?P<parent>\S+)")
+RETURNED_NO_PM = re.compile(
+    r"^ ?(?:(?P<driver>\S+) )?(?P<device>\S+): (?P<callback>[^\s\[]+\+0x[0-9a-f]+/0x[0-9a-f]+)"
+    r"(?: \[(?P<module>[^\]]+)\])? returned (?P<rc>-?\d+) after (?P<usecs>\d+) usecs")
+
+#: Linux 3.x to 4.14: pr_info("calling  %s+ @ %i, parent: %s\n", dev_name(dev), ...) and
+#: pr_info("call %s+ returned %d after %Ld usecs\n", dev_name(dev), ...): the device only, with
+#: a "+" (no driver, no callback name: ``callback`` is None).
+CALLING_LEGACY = re.compile(r"^calling  (?P<device>\S+)\+ @ (?P<pid>\d+), parent: (?P<parent>\S+)")
+RETURNED_LEGACY = re.compile(r"^call (?P<device>\S+)\+ returned (?P<rc>-?\d+) after (?P<usecs>\d+) usecs")
+
+#: ``sym+0x0/0x1b0`` as %pS/%pF print it: the symbol is what %ps prints today.
+_SYMBOL_OFFSET = re.compile(r"\+0x[0-9a-f]+/0x[0-9a-f]+$")
 
 #: drivers/base/power/main.c dpm_show_time(): pm_pr_dbg("%s%s%s of devices %s after %ld.%03ld msecs\n",
 #: info, " ", pm_verb(event), "complete"/"aborted", ...).  ``start``/``end`` are aggregates.
@@ -126,7 +146,7 @@ class Callback:
 
     driver: str | None
     device: str
-    callback: str
+    callback: str | None
     module: str | None
     pid: int
     parent: str
@@ -249,13 +269,13 @@ def strip_terminal(text: str) -> str:
     return _TERMINAL_CONTROL.sub("", text).replace("\r", "")
 
 
-def phase_from_symbol(callback: str, kind: str) -> str:
+def phase_from_symbol(callback: str | None, kind: str) -> str:
     """Guess a phase from a callback symbol (``pci_pm_resume_noirq`` -> ``resume_noirq``).
 
     Used only when the log has no phase boundary lines.
     """
     for verb in ("resume", "suspend", "freeze", "thaw", "restore", "poweroff"):
-        if verb in callback:
+        if callback and verb in callback:
             for suffix in _SYMBOL_SUFFIXES:
                 if callback.endswith(suffix):
                     return verb + suffix
@@ -357,6 +377,11 @@ class _Open:
                           tuple(self.probe + self.probe_pending))
 
 
+def _symbol(callback: str | None) -> str | None:
+    """The callback's symbol without %pS's offset (``pci_pm_suspend+0x0/0x1b0`` -> ``pci_pm_suspend``)."""
+    return _SYMBOL_OFFSET.sub("", callback) if callback and "+0x" in callback else callback
+
+
 class _Parser:
     """Reads a :class:`LineStream` once: each line goes to the first handler whose format it
     matches.  Linear in the input: no handler looks back."""
@@ -386,25 +411,38 @@ class _Parser:
             if self.current:
                 self.current.warnings.append(problem)
 
-    def line(self, seq: int, ts: float, msg: str) -> None:
+    def line(self, seq: int, ts: float | None, msg: str) -> None:
         self.problem(seq, msg)
-        if "PM: " in msg:
-            self.pm_line(seq, ts, msg)
-        elif self.current and (m := PROBE.match(msg)):
-            fields = tuple(tuple(f.split("=", 1)) for f in m["fields"].split())
-            self.current.probe_pending.append(ProbeEvent(m["event"], fields, seq))
-
-    def pm_line(self, seq: int, ts: float, msg: str) -> None:
         if msg.startswith("PM: "):
             self.pm_core_line(seq, msg)
-        elif "PM: calling " in msg and (m := CALLING.match(msg)):
-            # the same few hundred device and callback names recur in every cycle: one copy of each
-            driver, device, callback, module, parent = (v and sys.intern(v) for v in m.group(
-                "driver", "device", "callback", "module", "parent"))
-            self._open("hibernation" if "freeze" in callback else "suspend", seq).call(
-                Callback(driver, device, callback, module, int(m["pid"]), parent, None, None, seq, None, ts))
-        elif self.current and (m := RETURNED.match(msg)):
-            self.current.returned((m["driver"], m["device"], m["callback"]), int(m["rc"]), int(m["usecs"]), seq)
+        elif msg.startswith("virtio_pm_probe: "):
+            if self.current and (m := PROBE.match(msg)):
+                fields = tuple(tuple(f.split("=", 1)) for f in m["fields"].split())
+                self.current.probe_pending.append(ProbeEvent(m["event"], fields, seq))
+        elif "calling " in msg:
+            self.calling(seq, ts, msg)
+        elif " returned " in msg:
+            self.returned(seq, msg)
+
+    def calling(self, seq: int, ts: float | None, msg: str) -> None:
+        """A device callback starts: the line of any era's initcall_debug_start()."""
+        m = CALLING.match(msg) or CALLING_NO_PM.match(msg) or CALLING_LEGACY.match(msg)
+        if m is None:
+            return
+        fields = m.groupdict()
+        # the same few hundred device and callback names recur in every cycle: one copy of each
+        driver, device, callback, module, parent = (v and sys.intern(v) for v in (
+            fields.get("driver"), fields["device"], _symbol(fields.get("callback")), fields.get("module"),
+            fields["parent"]))
+        self._open("hibernation" if callback and "freeze" in callback else "suspend", seq).call(
+            Callback(driver, device, callback, module, int(m["pid"]), parent, None, None, seq, None, ts))
+
+    def returned(self, seq: int, msg: str) -> None:
+        """A device callback ends: the line of any era's initcall_debug_report()."""
+        if self.current and (m := RETURNED.match(msg) or RETURNED_NO_PM.match(msg) or RETURNED_LEGACY.match(msg)):
+            fields = m.groupdict()
+            self.current.returned((fields.get("driver"), fields["device"], _symbol(fields.get("callback"))),
+                                  int(m["rc"]), int(m["usecs"]), seq)
 
     def pm_core_line(self, seq: int, msg: str) -> None:
         """A line of the PM core itself (``PM: ...``): transition entry and exit, phase
