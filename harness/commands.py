@@ -314,14 +314,16 @@ def cmd_parse(args, cache: Cache) -> int:
     if not timeline.transitions:
         print(f"{args.file}: no suspend or hibernation transitions found")
     for n, tr in enumerate(timeline.transitions, 1):
+        ended = tr.end_seq if tr.end_seq is not None else "(no exit line: the log ends, or the next transition " \
+                                                             "starts, before this one came back)"
         print(f"transition {n}: {tr.kind}{' (' + tr.label + ')' if tr.label else ''}"
-              f"{' pm_test' if tr.pm_test else ''} lines {tr.start_seq}-{tr.end_seq}"
+              f"{' pm_test' if tr.pm_test else ''} lines {tr.start_seq}-{ended}"
               f"{f' wake IRQ {tr.wakeup_irq}' if tr.wakeup_irq is not None else ''}")
         for p in tr.phases:
             print(f"  {p.name:<14} {len(p.events):3d} callbacks"
                   f"{f'  {p.msecs:.3f} ms' if p.msecs is not None else ''}{'  ABORTED' if p.aborted else ''}")
             for e in p.events:
-                print(f"      #{e.seq:<6} {e.driver or '-'} {e.device} {e.callback}"
+                print(f"      #{e.seq:<6} {e.driver or '-'} {e.device} {e.callback or '(callback not printed)'}"
                       f"{' [' + e.module + ']' if e.module else ''} rc={e.rc} {e.usecs}us")
     for w in timeline.warnings:
         print(f"problem #{w.seq} {w.kind}: {w.text}")

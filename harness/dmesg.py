@@ -28,16 +28,19 @@ from typing import NamedTuple
 #: line (after ``dmesg -x``'s ``kern  :info  : ``, syslog's ``host kernel: ``); an optional syslog
 #: level before it (``<6>``, ``dmesg -r``), an Android kernel's CPU after the seconds
 #: (``[ 5603.909536,0]``), and the PRINTK_CALLER id after it (print_caller(): ``[T123]`` for a
-#: task, ``[C1]`` for a CPU, padded to 6 characters: ``[  T123]``).
-TIMESTAMP = re.compile(r"(?:<\d+>)?\[\s*(?P<ts>\d+\.\d+)(?:,\d+)?\](?:\[\s*[TC]\d+\])?\s?(?P<msg>.*)$")
+#: task, ``[C1]`` for a CPU, padded to 6 characters: ``[  T123]``); some vendor kernels add
+#: their own after it (``[2025:05:01 09:09:14][pid:916,cpu7,bash]``, seen on a CIX Sky1 6.1).
+TIMESTAMP = re.compile(r"(?:<\d+>)?\[\s*(?P<ts>\d+\.\d+)(?:,\d+)?\](?:\[\s*[TC]\d+\])?\s?"
+                       r"(?:\[\d{4}:\d\d:\d\d \d\d:\d\d:\d\d\])?(?:\[pid:\d+,cpu\d+,[^\]]*\])?(?P<msg>.*)$")
 #: TIMESTAMP as it is searched in one line, applied to a whole log at once: the first
 #: ``[ seconds]`` of a line, whitespace never crossing the line's end.
 _PRINTK_LINE = re.compile(r"^[^\n]*?(?:<\d+>)?\[[^\S\n]*(?P<ts>\d+\.\d+)(?:,\d+)?\](?:\[[^\S\n]*[TC]\d+\])?"
-                          r"[^\S\n]?(?P<msg>[^\n]*)$", re.M)
+                          r"[^\S\n]?(?:\[\d{4}:\d\d:\d\d \d\d:\d\d:\d\d\])?(?:\[pid:\d+,cpu\d+,[^\]\n]*\])?"
+                          r"(?P<msg>[^\n]*)$", re.M)
 #: A log without printk times: journalctl's and syslog's kernel lines (``Dec 01 12:00:00 host
-#: kernel: msg``, month names of any locale; ``-o short-precise`` fractions; ``-o short-iso``
+#: kernel: msg``, month names of any locale, `` 5月 23 14:49:02``; ``-o short-precise`` fractions; ``-o short-iso``
 #: ``2026-12-01T12:00:00+0000 host kernel: msg``).  Only the time of day is kept.
-_JOURNAL_LINE = re.compile(r"^(?:\S+ +(?P<day>\d{1,2})|\d{4}-\d\d-(?P<iday>\d\d))[ T](?P<h>\d\d):(?P<m>\d\d):"
+_JOURNAL_LINE = re.compile(r"^[^\S\n]*(?:\S+ +(?P<day>\d{1,2})|\d{4}-\d\d-(?P<iday>\d\d))[ T](?P<h>\d\d):(?P<m>\d\d):"
                            r"(?P<s>\d\d(?:\.\d+)?)\S* \S+ kernel: (?P<msg>[^\n]*)$", re.M)
 #: ``dmesg -T``'s wall clock instead of printk times: ``[Mon Dec  1 12:00:00 2026] msg``.
 _WALLCLOCK_LINE = re.compile(r"^\[\S+ \S+ +(?P<day>\d{1,2}) (?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d) \d{4}\][^\S\n]?"
@@ -46,24 +49,25 @@ _WALLCLOCK_LINE = re.compile(r"^\[\S+ \S+ +(?P<day>\d{1,2}) (?P<h>\d\d):(?P<m>\d
 #: drivers/base/power/main.c initcall_debug_start(), Linux 5.12 and later (and 5.10 stable):
 #: dev_info(dev, "calling %ps @ %i, parent: %s\n", ...) with dev_fmt "PM: " (``%pS``, so
 #: ``pci_pm_suspend+0x0/0x1b0``, before 6.10).  dev_info's prefix is "<driver> <device>: ",
-#: with an empty driver when the device has no driver, bus or class (a leading space).
+#: with an empty driver when the device has no driver, bus or class (a leading space); a
+#: driver string may hold spaces (``int3403 thermal INT3403:04``): the device is the last word.
 CALLING = re.compile(
-    r"^ ?(?:(?P<driver>\S+) )?(?P<device>\S+): PM: calling (?P<callback>[^\s\[]+)"
+    r"^ ?(?:(?P<driver>.*?) )?(?P<device>\S+): PM: calling (?P<callback>[^\s\[]+)"
     r"(?: \[(?P<module>[^\]]+)\])? @ (?P<pid>\d+), parent: (?P<parent>\S+)")
 
 #: drivers/base/power/main.c initcall_debug_report(), Linux 5.12 and later:
 #: dev_info(dev, "%ps returned %d after %Ld usecs\n", ...) (usecs = nsecs >> 10 before 6.1).
 RETURNED = re.compile(
-    r"^ ?(?:(?P<driver>\S+) )?(?P<device>\S+): PM: (?P<callback>[^\s\[]+)"
+    r"^ ?(?:(?P<driver>.*?) )?(?P<device>\S+): PM: (?P<callback>[^\s\[]+)"
     r"(?: \[(?P<module>[^\]]+)\])? returned (?P<rc>-?\d+) after (?P<usecs>\d+) usecs")
 
 #: The same from Linux 4.19 to 5.11: dev_info(dev, "calling %pF @ %i, parent: %s\n", cb, ...)
 #: (``%pS`` from 5.2) and "%pF returned %d after %Ld usecs\n", without "PM: ".
 CALLING_NO_PM = re.compile(
-    r"^ ?(?:(?P<driver>\S+) )?(?P<device>\S+): calling (?P<callback>[^\s\[]+\+0x[0-9a-f]+/0x[0-9a-f]+)"
+    r"^ ?(?:(?P<driver>.*?) )?(?P<device>\S+): calling (?P<callback>[^\s\[]+\+0x[0-9a-f]+/0x[0-9a-f]+)"
     r"(?: \[(?P<module>[^\]]+)\])? @ (?P<pid>\d+), parent: (?P<parent>\S+)")
 RETURNED_NO_PM = re.compile(
-    r"^ ?(?:(?P<driver>\S+) )?(?P<device>\S+): (?P<callback>[^\s\[]+\+0x[0-9a-f]+/0x[0-9a-f]+)"
+    r"^ ?(?:(?P<driver>.*?) )?(?P<device>\S+): (?P<callback>[^\s\[]+\+0x[0-9a-f]+/0x[0-9a-f]+)"
     r"(?: \[(?P<module>[^\]]+)\])? returned (?P<rc>-?\d+) after (?P<usecs>\d+) usecs")
 
 #: Linux 3.x to 4.14: pr_info("calling  %s+ @ %i, parent: %s\n", dev_name(dev), ...) and
@@ -87,6 +91,12 @@ SUSPEND_EXIT = re.compile(r"^PM: suspend exit")
 #: kernel/power/hibernate.c hibernate(): "hibernation entry" / "hibernation exit".
 HIBERNATE_ENTRY = re.compile(r"^PM: hibernation: hibernation entry")
 HIBERNATE_EXIT = re.compile(r"^PM: hibernation: hibernation exit")
+#: The start of a suspend in kernels without "suspend entry" (before about 4.14):
+#: kernel/power/suspend.c enter_state() "PM: Syncing filesystems ... " (to 5.1) and
+#: "PM: Preparing system for %s sleep" / "PM: Entering %s sleep" (the pm_states[] label).
+LEGACY_SUSPEND_ENTRY = re.compile(r"^PM: (?:Syncing filesystems|(?:Preparing system for|Entering) (?P<label>\w+) sleep)")
+#: The end of such a suspend: kernel/power/process.c thaw_processes() "Restarting tasks ... done.".
+LEGACY_SUSPEND_EXIT = re.compile(r"^Restarting tasks \.\.\. done\.")
 #: kernel/power/suspend.c suspend_test(): "suspend debug: Waiting for %d second(s)."
 PM_TEST = re.compile(r"^PM: suspend debug: Waiting for (?P<delay>\d+) second")
 #: drivers/base/power/wakeup.c pm_system_irq_wakeup(): "Triggering wakeup from IRQ %d".
@@ -289,6 +299,24 @@ PROBLEM_WORDS = ("BUG", "WARNING: ", "Oops", "Unable to handle kernel ", "Kernel
 _PROBLEM_WORD = re.compile("|".join(map(re.escape, PROBLEM_WORDS)))
 
 
+#: A device callback line, and how a whole one ends (", parent: <p>", "... usecs"): a line with
+#: the first and not the second may have been wrapped by a mail client (:func:`_unwrap`).
+_CALLBACK_WORDS = re.compile(r"calling |PM: |: PM:$|\+0x[0-9a-f]+/0x[0-9a-f]+| returned ")
+_CALLBACK_END = re.compile(r", parent: \S+|usecs$|^PM: (?!calling)")
+
+
+def _unwrap(msg: str, after: str) -> str:
+    """``msg`` joined with the untimed line after it when that makes a whole callback line of
+    some era (a mail client wrapped it: ``... PM: calling input_dev_suspend+0x0/0x50 @`` /
+    ``2952, parent: card0``); else ``msg``."""
+    follow = after.split("\n", 1)[0].strip()
+    if not follow:
+        return msg
+    joined = f"{msg} {follow}"
+    forms = (CALLING, CALLING_NO_PM, CALLING_LEGACY, RETURNED, RETURNED_NO_PM, RETURNED_LEGACY)
+    return joined if any(rx.match(joined) for rx in forms) else msg
+
+
 class LineStream:
     """The kernel lines of a log, in order, as ``(seq, time, msg)``: ``seq`` the 0-based line
     number in the input, ``time`` in seconds (None when the log has none), ``msg`` the text
@@ -320,7 +348,10 @@ class LineStream:
             return
         rx = {"printk": _PRINTK_LINE, "journal": _JOURNAL_LINE, "wallclock": _WALLCLOCK_LINE}[self.style]
         seq = pos = 0
-        for m in rx.finditer(text):  # one pass in C over the whole log
+        matches = rx.finditer(text)  # one pass in C over the whole log
+        m = next(matches, None)
+        while m is not None:
+            following = next(matches, None)
             seq += text.count("\n", pos, m.start())
             pos = m.start()
             if self.style == "printk":
@@ -328,15 +359,19 @@ class LineStream:
             else:
                 ts = (int(m["day"] or m["iday"] if self.style == "journal" else m["day"]) * 86400
                       + int(m["h"]) * 3600 + int(m["m"]) * 60 + float(m["s"]))
-            yield seq, ts, m["msg"].rstrip()
+            msg = m["msg"].rstrip()
+            if _CALLBACK_WORDS.search(msg) and not _CALLBACK_END.search(msg):
+                msg = _unwrap(msg, text[m.end() + 1:following.start() if following else len(text)])
+            yield seq, ts, msg
+            m = following
 
 
 class _Open:
     """The transition being read: its callbacks since the last phase boundary (``pending``),
     its finished phases, and the calls that have not returned yet (key -> index in pending)."""
 
-    def __init__(self, kind: str, label: str | None, start_seq: int):
-        self.kind, self.label, self.start_seq = kind, label, start_seq
+    def __init__(self, kind: str, label: str | None, start_seq: int, legacy: bool = False):
+        self.kind, self.label, self.start_seq, self.legacy = kind, label, start_seq, legacy
         self.pending: list[Callback] = []
         self.open_calls: dict[tuple[str | None, str, str], int] = {}
         self.phases: list[Phase] = []
@@ -415,6 +450,9 @@ class _Parser:
         self.problem(seq, msg)
         if msg.startswith("PM: "):
             self.pm_core_line(seq, msg)
+        elif self.current and self.current.legacy and LEGACY_SUSPEND_EXIT.match(msg):
+            self.transitions.append(self.current.close(seq))
+            self.current = None
         elif msg.startswith("virtio_pm_probe: "):
             if self.current and (m := PROBE.match(msg)):
                 fields = tuple(tuple(f.split("=", 1)) for f in m["fields"].split())
@@ -450,6 +488,11 @@ class _Parser:
         cur = self.current
         if m := SUSPEND_ENTRY.match(msg):
             self._start("suspend", m["label"], seq)
+        elif (m := LEGACY_SUSPEND_ENTRY.match(msg)) and (cur is None or cur.legacy):
+            if cur is None:  # "Syncing filesystems", then "Preparing system for mem sleep": one suspend
+                self.current = _Open("suspend", m["label"], seq, legacy=True)
+            elif cur.label is None:
+                cur.label = m["label"]
         elif HIBERNATE_ENTRY.match(msg):
             self._start("hibernation", None, seq)
         elif cur and (SUSPEND_EXIT.match(msg) or HIBERNATE_EXIT.match(msg)):
