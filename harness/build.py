@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from harness import timeouts
 from harness.cache import atomic_write, content_key
 from harness.errors import BuildError, HarnessError
 from harness.kconfig import Request, configure, render
@@ -99,7 +100,7 @@ def build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log:
     build_log = out_dir / "build.log"
     start = time.monotonic()
     res = run(toolchain.make_argv(tree.path, out_dir, *TARGETS), log, env=toolchain.make_env(),
-              output_file=build_log)
+              output_file=build_log, timeout=timeouts.build())
     seconds = time.monotonic() - start
     if res.returncode != 0:
         err = first_error(res.output) or "(no compiler error found; see the log)"

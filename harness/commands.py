@@ -22,9 +22,10 @@ from harness.verdict import Verdict
 #: The exit status of a run or matrix by its verdict (bisect has its own: 0 good, 1 bad, 125 skip).
 VERDICT_EXIT = {Verdict.PASS: 0, Verdict.XFAIL: 0, Verdict.SKIP: 0, Verdict.FAIL: 1, Verdict.XPASS: 1,
                 Verdict.ERROR: 1, Verdict.HANG: 7}
-#: Which exit status a matrix reports when its cells ended differently: an interrupt, then a
-#: hang, then errors of the inputs (usage, series, apply, build, boot), then a failed check.
-MATRIX_EXIT_ORDER = (130, 7, 2, 3, 4, 5, 6, 1)
+#: Which exit status a matrix reports when its cells ended differently: an interrupt, then an
+#: internal error, then a hang, a host command past its limit, then errors of the inputs (usage,
+#: series, apply, build, boot), then a failed check.
+MATRIX_EXIT_ORDER = (130, 10, 7, 8, 2, 3, 4, 5, 6, 1)
 
 
 def _request(args) -> pipeline.Request:

@@ -68,6 +68,20 @@ class BuildError(HarnessError):
     exit_code = 5
 
 
+class CommandTimeout(HarnessError):
+    """A host command ran past its limit (harness/timeouts.py); it and every process it started
+    were killed (exit 8)."""
+
+    exit_code = 8
+
+
+class InternalError(HarnessError):
+    """A fault of the harness itself, not of its input or of the kernel under test (exit 10);
+    the traceback is in the run's harness.log."""
+
+    exit_code = 10
+
+
 class BootError(HarnessError):
     """The guest did not reach its shell, or QEMU exited early (exit 6)."""
 

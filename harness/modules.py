@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import timeouts
 from harness.build import BuildResult, first_error
 from harness.errors import BuildError
 from harness.proc import CommandLog, run
@@ -43,7 +44,7 @@ def build_modules(modules_dir: Path, tree: Path, built: BuildResult, toolchain: 
         work = built.out_dir / "harness-modules" / src.name
         shutil.copytree(src, work, dirs_exist_ok=True)
         res = run(toolchain.make_argv(tree, built.out_dir, "modules", extra=(f"M={work}",)), log,
-                  env=toolchain.make_env(), output_file=work / "build.log")
+                  env=toolchain.make_env(), output_file=work / "build.log", timeout=timeouts.build())
         if res.returncode != 0:
             raise BuildError(f"guest module {src.name} failed to build against {built.out_dir}:\n"
                              f"  {first_error(res.output) or '(see the log)'}\nBuild log: {work / 'build.log'}")

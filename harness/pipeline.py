@@ -16,6 +16,7 @@ import hashlib
 import shlex
 import threading
 import time
+import traceback
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -272,6 +273,11 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
         result.error, result.error_verdict, result.error_type = INTERRUPTED, Verdict.ERROR, "KeyboardInterrupt"
         result.exit_code = 130
         raise
+    except Exception as e:  # a fault of the harness: this cell is an ERROR, a matrix's other cells go on
+        (out / "internal-error.log").write_text(traceback.format_exc())
+        result.error = (f"InternalError: {type(e).__name__}: {e} (traceback in {out / 'internal-error.log'}; "
+                        "please report it)")
+        result.error_verdict, result.error_type, result.exit_code = Verdict.ERROR, "InternalError", 10
     finally:
         results.write_results(result)
         disk = out / "disk.img"

@@ -1,5 +1,7 @@
 """Every wait's limit, in seconds: one place for each, so that a guest, a subprocess and a
-download can never wait for ever and a reader finds the number without searching.
+download can never wait for ever and a reader finds the number without searching.  A host
+command past its limit is killed with its children and ends the run with
+:class:`harness.errors.CommandTimeout` (exit 8).
 
 The guest limits are defaults that the CLI (``--boot-timeout``, ``--cycle-timeout``), matrix
 files (``boot_timeout``) and scenario files (``timeout``) override.
@@ -34,3 +36,19 @@ APT_NETWORK = 120.0
 
 #: ``b4 am`` fetching a thread from lore.
 B4 = 300.0
+
+#: Any host command without a limit of its own (git worktree add and reset of a kernel tree:
+#: about 40 s on a loaded 2-core machine; tar of a linux-source tarball; gcc of a host tool).
+COMMAND = 900.0
+
+#: A kernel or module ``make``: a cold build takes 12-13 minutes on 2 loaded cores; override
+#: with ``$HARNESS_BUILD_TIMEOUT`` (seconds) on a slower machine.
+BUILD = 3600.0
+
+
+def build(env: dict | None = None) -> float:
+    """The limit of a ``make`` in seconds: ``$HARNESS_BUILD_TIMEOUT`` if set, else :data:`BUILD`."""
+    import os
+    value = (os.environ if env is None else env).get("HARNESS_BUILD_TIMEOUT")
+    return float(value) if value else BUILD
+

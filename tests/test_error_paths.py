@@ -125,3 +125,40 @@ def test_virtio_status_is_recorded_per_device_after_each_cycle(stem):
     assert devices["virtio2"].transport == "a003e00.virtio_mmio" and devices["virtio2"].driver == "virtio_pm_probe"
     assert devices["virtio2"].status == 0x07  # ACKNOWLEDGE|DRIVER|DRIVER_OK (legacy: no FEATURES_OK)
     assert devices["virtio3"].transport == "0000:00:01.0" and devices["virtio3"].driver is None
+
+
+def test_a_host_command_past_its_limit_is_killed_with_its_children_and_named(tmp_path):
+    import os
+    import time as _time
+
+    from harness.errors import CommandTimeout
+    from harness.proc import CommandLog, run
+    pidfile = tmp_path / "child.pid"
+    start = _time.monotonic()
+    with pytest.raises(CommandTimeout) as err:
+        run(["sh", "-c", f"sleep 60 & echo $! > {pidfile}; wait"], CommandLog(tmp_path / "commands.log"), timeout=1)
+    assert _time.monotonic() - start < 10 and err.value.exit_code == 8
+    assert "sleep 60" in str(err.value) and "within 1 s" in str(err.value)
+    child = int(pidfile.read_text())
+    for _ in range(50):  # the grandchild (make's compilers, say) went with its group
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        _time.sleep(0.1)
+    else:
+        raise AssertionError(f"pid {child} outlived the timeout")
+    assert "killed after 1 s" in (tmp_path / "commands.log").read_text()
+
+
+def test_an_unexpected_exception_exits_10_with_one_line_and_the_traceback_in_a_file(tmp_path, monkeypatch, capsys):
+    from harness import cli, commands
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+
+    def broken(args, cache):
+        raise KeyError("boom")
+    monkeypatch.setitem(commands.COMMANDS, "parse", broken)
+    assert cli.main(["parse", "x.log"]) == 10
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "internal error: KeyError: 'boom'" in err[0]
+    assert "Traceback" in (tmp_path / "cache" / "internal-errors.log").read_text()
