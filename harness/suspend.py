@@ -65,10 +65,19 @@ HEALTH_PROBES = (
 SETUP_COMMANDS = ("dmesg -n 1", "echo 1 > /sys/power/pm_print_times && echo 1 > /sys/power/pm_debug_messages")
 
 
+def _must(session: GuestSession, command: str, what: str, timeout: float = timeouts.GUEST_COMMAND):
+    """Run a guest command that has to work; raises ScenarioError (verdict ERROR) naming it, its
+    exit status and output at once (a failed ``rtcwake`` must not wait out the cycle as a HANG)."""
+    r = session.run(command, timeout=timeout)
+    if r.exit_status != 0:
+        raise ScenarioError(f"{what}: `{command}` exited {r.exit_status}: {r.output.strip()[-300:] or '(no output)'}")
+    return r
+
+
 def prepare(session: GuestSession) -> GuestFacts:
-    """Run :data:`SETUP_COMMANDS`, read the guest's facts."""
+    """Run :data:`SETUP_COMMANDS` (ScenarioError if one fails), read the guest's facts."""
     for command in SETUP_COMMANDS:
-        session.run(command)
+        _must(session, command, "guest set-up")
     mem_sleep = session.run("cat /sys/power/mem_sleep").output.strip()
     m = _RTC_IRQ.search(session.run("cat /proc/interrupts").output)
     release = session.run("uname -r").output.strip()
@@ -132,26 +141,25 @@ def run_cycle(session: GuestSession, scenario: Scenario, index: int, facts: Gues
 
     Raises :class:`~harness.errors.GuestHang` if the guest does not come back
     within ``scenario.timeout`` seconds, and :class:`~harness.errors.ScenarioError`
-    when one of the step's ``before`` commands fails.
+    when one of the step's ``before`` commands, the log clearing, the arming command or the
+    pm_test reset fails.
     """
     step = scenario.steps[index - 1]
+    where = f"scenario {scenario.name}, cycle {index}"
     for command in step.before:
-        r = session.run(command, timeout=timeouts.STEP_COMMAND)
-        if r.exit_status != 0:
-            raise ScenarioError(f"scenario {scenario.name}, cycle {index}: before-command {command!r} exited "
-                                f"{r.exit_status}: {r.output.strip()[-300:]}")
+        _must(session, command, f"{where}: before-command", timeouts.STEP_COMMAND)
     traced = bool(facts and facts.noirq_trace)
     if traced:
         session.run(f"echo > {_TRACEFS}/trace")
     stats_before = _read_stats(session)
-    session.run("dmesg -c > /dev/null")
+    _must(session, "dmesg -c > /dev/null", f"{where}: clearing the kernel log")
     arm, state = arm_command(scenario)
-    session.run(arm)
+    _must(session, arm, f"{where}: arming the cycle")
     start = time.monotonic()
     write = session.run(f"echo {state} > /sys/power/state", timeout=scenario.timeout)
     seconds = time.monotonic() - start
     if scenario.kind == "pm_test":
-        session.run(PM_TEST_OFF)
+        _must(session, PM_TEST_OFF, f"{where}: leaving pm_test")
     irq = session.run("cat /sys/power/pm_wakeup_irq 2>/dev/null")
     wakeup_irq = int(irq.output) if irq.exit_status == 0 and irq.output.strip().isdigit() else None
     stats = _read_stats(session)

@@ -64,3 +64,34 @@ def test_early_exit_is_a_boot_error_with_the_console_tail(tmp_path):
 
 def test_clean_output_strips_cursor_queries_and_carriage_returns():
     assert clean_output("harness# \x1b[6nls\r\r\nfoo\r\n") == "harness# ls\nfoo\n"
+
+
+class _Scripted:
+    """A guest session that answers from a table: command prefix -> (exit status, output)."""
+
+    def __init__(self, answers):
+        self.answers, self.commands = answers, []
+
+    def run(self, command, timeout=30.0):
+        from harness.guest import CommandResult
+        self.commands.append(command)
+        status, output = next((v for k, v in self.answers.items() if command.startswith(k)), (0, ""))
+        return CommandResult(command, output, status, 0.01)
+
+
+def test_a_failed_arming_command_ends_the_cycle_at_once_naming_it():
+    from harness import scenarios, suspend
+    from harness.errors import ScenarioError
+    guest = _Scripted({"rtcwake": (1, "rtcwake: /dev/rtc0: unable to find device: No such file or directory")})
+    with pytest.raises(ScenarioError) as err:
+        suspend.run_cycle(guest, scenarios.find_scenario("s2idle-rtc"), 1)
+    assert "arming the cycle: `rtcwake -m no -s 2` exited 1: rtcwake: /dev/rtc0: unable to find device" in str(err.value)
+    assert not any("/sys/power/state" in c for c in guest.commands)  # never suspended, so no HANG to wait out
+
+
+def test_a_failed_set_up_command_is_an_error_before_any_cycle():
+    from harness import suspend
+    from harness.errors import ScenarioError
+    guest = _Scripted({"echo 1 > /sys/power/pm_print_times": (1, "sh: can't create /sys/power/pm_print_times")})
+    with pytest.raises(ScenarioError, match="guest set-up: .*pm_print_times.* exited 1: sh: can't create"):
+        suspend.prepare(guest)
