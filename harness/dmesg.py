@@ -360,8 +360,9 @@ class LineStream:
                 ts = (int(m["day"] or m["iday"] if self.style == "journal" else m["day"]) * 86400
                       + int(m["h"]) * 3600 + int(m["m"]) * 60 + float(m["s"]))
             msg = m["msg"].rstrip()
-            if _CALLBACK_WORDS.search(msg) and not _CALLBACK_END.search(msg):
-                msg = _unwrap(msg, text[m.end() + 1:following.start() if following else len(text)])
+            end = following.start() if following else len(text)
+            if end > m.end() + 1 and _CALLBACK_WORDS.search(msg) and not _CALLBACK_END.search(msg):
+                msg = _unwrap(msg, text[m.end() + 1:end])  # an untimed line follows: maybe a wrapped one
             yield seq, ts, msg
             m = following
 
@@ -464,23 +465,30 @@ class _Parser:
 
     def calling(self, seq: int, ts: float | None, msg: str) -> None:
         """A device callback starts: the line of any era's initcall_debug_start()."""
-        m = CALLING.match(msg) or CALLING_NO_PM.match(msg) or CALLING_LEGACY.match(msg)
-        if m is None:
+        if m := CALLING.match(msg) or CALLING_NO_PM.match(msg):
+            driver, device, callback, module, parent = m.group("driver", "device", "callback", "module", "parent")
+            callback = _symbol(callback)
+        elif m := CALLING_LEGACY.match(msg):
+            driver = callback = module = None
+            device, parent = m.group("device", "parent")
+        else:
             return
-        fields = m.groupdict()
-        # the same few hundred device and callback names recur in every cycle: one copy of each
-        driver, device, callback, module, parent = (v and sys.intern(v) for v in (
-            fields.get("driver"), fields["device"], _symbol(fields.get("callback")), fields.get("module"),
-            fields["parent"]))
-        self._open("hibernation" if callback and "freeze" in callback else "suspend", seq).call(
-            Callback(driver, device, callback, module, int(m["pid"]), parent, None, None, seq, None, ts))
+        intern = sys.intern  # the same few hundred names recur in every cycle: one copy of each
+        cb = Callback(driver and intern(driver), intern(device), callback and intern(callback), module,
+                      int(m["pid"]), intern(parent), None, None, seq, None, ts)
+        self._open("hibernation" if callback and "freeze" in callback else "suspend", seq).call(cb)
 
     def returned(self, seq: int, msg: str) -> None:
         """A device callback ends: the line of any era's initcall_debug_report()."""
-        if self.current and (m := RETURNED.match(msg) or RETURNED_NO_PM.match(msg) or RETURNED_LEGACY.match(msg)):
-            fields = m.groupdict()
-            self.current.returned((fields.get("driver"), fields["device"], _symbol(fields.get("callback"))),
-                                  int(m["rc"]), int(m["usecs"]), seq)
+        if not self.current:
+            return
+        if m := RETURNED.match(msg) or RETURNED_NO_PM.match(msg):
+            key = (m["driver"], m["device"], _symbol(m["callback"]))
+        elif m := RETURNED_LEGACY.match(msg):
+            key = (None, m["device"], None)
+        else:
+            return
+        self.current.returned(key, int(m["rc"]), int(m["usecs"]), seq)
 
     def pm_core_line(self, seq: int, msg: str) -> None:
         """A line of the PM core itself (``PM: ...``): transition entry and exit, phase
