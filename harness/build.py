@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness import timeouts
-from harness.cache import atomic_write, content_key
+from harness.cache import Cache, atomic_write, content_key
 from harness.errors import BuildError, HarnessError
 from harness.kconfig import Request, configure, render
 from harness.proc import CommandLog, run
@@ -76,12 +76,19 @@ def first_error(log_text: str) -> str | None:
 
 
 def build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log: CommandLog) -> BuildResult:
-    """Configure and build ``Image`` and ``modules`` for ``tree``.
+    """Configure and build ``Image`` and ``modules`` for ``tree``, holding the cache's sources
+    lock (the worktree and its ``O=`` directory are not released or built by another process
+    meanwhile).
 
     Raises :class:`~harness.errors.ConfigError` if a requested symbol did not
     survive, :class:`BuildError` (exit 5) with the first compiler error and
     the build log path if make fails.
     """
+    with Cache(toolchain.cache_root).sources_lock(timeout=2 * timeouts.build()):
+        return _build(tree, requests, toolchain, log)
+
+
+def _build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log: CommandLog) -> BuildResult:
     key = build_key(tree, requests, toolchain)
     out_dir = tree.path / f"build-{key}"
     marker = out_dir / _MARKER

@@ -13,6 +13,7 @@ Layout under the root (``$HARNESS_CACHE``, default
     tools/           host tools built from a kernel tree (gen_init_cpio)
     rootfs/          initramfs archives, named by content hash
     runs/<id>/       results of runs (console logs, results.json)
+    locks/           the lock two harness processes on one cache take turns on
 
 Every entry is either complete or absent: files are written to a temporary
 name and renamed, directories are filled under a temporary name and renamed.
@@ -29,6 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
 
+import filelock
+
+from harness.errors import SetupError
+
 PROJECT = "virtio-pm-harness"
 
 
@@ -44,6 +49,23 @@ class Cache:
         env = os.environ if env is None else env
         root = env.get("HARNESS_CACHE") or str(Path.home() / ".cache" / PROJECT)
         return cls(Path(root).expanduser().resolve())
+
+    @contextlib.contextmanager
+    def sources_lock(self, timeout: float) -> Iterator[None]:
+        """Hold the cache's lock on its sources (embedded trees, worktrees, their ``O=`` builds,
+        downloads, initramfs archives) for a block: two harness processes on one cache take
+        turns applying and building, and neither releases a worktree the other builds in.
+        Reentrant in a process.  Waits at most ``timeout`` seconds, then raises SetupError."""
+        lock = filelock.FileLock(self.path("locks", "sources.lock"), is_singleton=True)
+        try:
+            lock.acquire(timeout=timeout)
+        except filelock.Timeout:
+            raise SetupError(f"another harness process has held {lock.lock_file} for {timeout:.0f} s "
+                             "(a build of its own); try again when it is done") from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def path(self, *parts: str) -> Path:
         """Return ``root/parts...`` with its parent directory created."""

@@ -138,12 +138,15 @@ def build_kernel(req: Request, cache: Cache, log: CommandLog, say: Say) -> Kerne
 
 
 def prepare_guest(req: Request, cache: Cache, log: CommandLog, say: Say) -> GuestArtifacts:
-    """Build the kernel, the guest modules against it, and the initramfs; find the profile."""
-    kb = build_kernel(req, cache, log, say)
-    mods = modules.build_modules(DATA_ROOT / "guest-rootfs" / "modules", kb.tree.path, kb.build, kb.toolchain, log)
-    sysroot = fetch.guest_sysroot(cache, log)
-    initramfs = rootfs.build_initramfs(DATA_ROOT / "guest-rootfs", sysroot, kb.tree.path, cache, log,
-                                       tuple((m.ko, m.guest_path) for m in mods))
+    """Build the kernel, the guest modules against it, and the initramfs; find the profile.
+    Holds the cache's sources lock meanwhile (another harness process on the same cache waits)."""
+    with cache.sources_lock(timeout=2 * timeouts.build()):
+        kb = build_kernel(req, cache, log, say)
+        mods = modules.build_modules(DATA_ROOT / "guest-rootfs" / "modules", kb.tree.path, kb.build, kb.toolchain,
+                                     log)
+        sysroot = fetch.guest_sysroot(cache, log)
+        initramfs = rootfs.build_initramfs(DATA_ROOT / "guest-rootfs", sysroot, kb.tree.path, cache, log,
+                                           tuple((m.ko, m.guest_path) for m in mods))
     profile = qemu.find_profile(DATA_ROOT / "qemu-profiles", req.profile)
     return GuestArtifacts(kb.tree, kb.series, kb.build, tuple(mods), initramfs, profile, kb.apply_seconds,
                           kb.build_seconds)

@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import timeouts
 from harness.cache import Cache, atomic_dir, atomic_write, content_key
 from harness.errors import ApplyError, SetupError, UsageError
 from harness.fetch import DEFAULT_TREE, EMBEDDED_TREES, linux_source
@@ -104,6 +105,11 @@ def embedded_tree(cache: Cache, log: CommandLog, name: str = DEFAULT_TREE, say=l
     and tagged ``debian/<deb version>``, so every machine gets the same commit for the same
     Debian version.  Raises :class:`SetupError` on failure, UsageError for an unknown name.
     """
+    with cache.sources_lock(timeout=2 * timeouts.build()):
+        return _embedded_tree(cache, log, name, say)
+
+
+def _embedded_tree(cache: Cache, log: CommandLog, name: str, say) -> KernelTree:
     tarball = linux_source(cache, log, name, say)
     final = cache.root / "trees" / f"linux-{tarball.deb_version}"
     tag = f"debian/{tarball.deb_version}"
@@ -274,8 +280,15 @@ def apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: C
     checkout, branches, index and stash are not touched (git records the
     worktree under ``.git/worktrees/`` only).  Raises :class:`ApplyError`
     (exit 4) naming the patch, file and hunk that failed; nothing half-applied
-    is left behind.
+    is left behind.  Holds the cache's sources lock meanwhile.
     """
+    with cache.sources_lock(timeout=2 * timeouts.build()):
+        return _apply_series(kt, base, patches, cache, log, series_version, series_base)
+
+
+def _apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: CommandLog,
+                  series_version: int | None = None, series_base: str | None = None) -> AppliedTree:
+    """The work of :func:`apply_series`, the lock held."""
     key = content_key(str(kt.path), base, *(p.raw for p in patches))
     final = cache.root / "worktrees" / key
     release_checkouts(cache, keep=final)

@@ -37,3 +37,27 @@ def test_atomic_write_replaces_whole_file(tmp_path):
 def test_content_key_separates_parts():
     assert content_key("ab", "c") != content_key("a", "bc")
     assert len(content_key("x")) == 16
+
+
+def test_the_sources_lock_is_reentrant_here_and_excludes_another_process(tmp_path):
+    import subprocess
+    import sys
+
+    from harness.errors import SetupError
+    cache = Cache(tmp_path / "cache")
+    with cache.sources_lock(timeout=1), cache.sources_lock(timeout=1):  # nested in one process
+        pass
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom harness.cache import Cache\n"
+        f"with Cache(__import__('pathlib').Path({str(cache.root)!r})).sources_lock(timeout=5):\n"
+        "    print('held', flush=True); time.sleep(30)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SetupError, match="another harness process has held .*sources.lock for 1 s"):
+            with cache.sources_lock(timeout=1):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with cache.sources_lock(timeout=5):  # free again once the other process is gone
+        pass
