@@ -6,6 +6,7 @@
 #                     MATRIX=defects runs every injected defect and error path on both
 #   make check        the test suite (unit tests on captured logs + end-to-end guest tests)
 #   make setup        host packages (apt), the Python venv, and the cached downloads
+#   make bench        speed and size figures into bench.json (a script, not a test)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -26,7 +27,7 @@ HOST_PACKAGES := gcc-aarch64-linux-gnu qemu-system-arm ccache bc bison flex cpio
 	libssl-dev libelf-dev git make gcc libc6-dev python3-venv ca-certificates \
 	chromium fonts-dejavu-core lava-common lava-dispatcher
 
-.PHONY: setup host-packages venv test-arm64 test-defects check check-unit clean-results
+.PHONY: setup host-packages venv test-arm64 test-defects check check-unit bench clean-results
 
 setup: host-packages venv
 	$(PY) -m harness setup
@@ -61,6 +62,12 @@ check: setup
 
 check-unit: venv
 	$(PY) -m pytest -v -m 'not e2e' $(PYTEST_ARGS)
+
+# Speed and size figures (bench/bench.py): the parser's throughput and memory, the cache's
+# size by entry; BENCH_ARGS=--run also times a warm harness run against its build/boot/cycles.
+BENCH_ARGS ?=
+bench: venv
+	$(PY) bench/bench.py $(BENCH_ARGS)
 
 clean-results:
 	rm -rf results
