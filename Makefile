@@ -58,7 +58,7 @@ test-defects:
 	$(MAKE) test-arm64 MATRIX=defects
 
 check: setup
-	$(PY) -m pytest -v -rs $(PYTEST_ARGS)
+	$(PY) -m pytest -v -rs --durations=25 $(PYTEST_ARGS)
 
 check-unit: venv
 	$(PY) -m pytest -v -m 'not e2e' $(PYTEST_ARGS)

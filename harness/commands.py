@@ -284,7 +284,7 @@ def cmd_lava(args, cache: Cache) -> int:
         if cell.skip or cell.scenario.kind == "hibernate":
             print(f"skip {cell.id}: {cell.skip or 'hibernation is not exported (swap set-up)'}")
             continue
-        art = shared(cell.request, log, say, {})
+        art = shared(cell.request, log, say)
         device = lava.dump(out / f"device-{art.profile.name}.yaml", lava.device_dictionary(art.profile))
         disk = qemu.make_disk(out / cell.dirname / "disk.img", art.profile.disk_mb)
         jobs.append(lava.dump(out / cell.dirname / "job.yaml", lava.job(

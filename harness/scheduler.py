@@ -2,7 +2,7 @@
 ``matrix.json`` current as they finish.
 
 The scheduler knows cells, not kernels: each cell is one :func:`harness.pipeline.run_cell`,
-and the builds they share are :class:`harness.pipeline.SharedArtifacts`'.
+and the builds they share are :class:`harness.pipeline.SharedArtifacts`.
 """
 
 from __future__ import annotations
