@@ -319,7 +319,8 @@ def cmd_parse(args, cache: Cache) -> int:
                                                              "starts, before this one came back)"
         print(f"transition {n}: {tr.kind}{' (' + tr.label + ')' if tr.label else ''}"
               f"{' pm_test' if tr.pm_test else ''} lines {tr.start_seq}-{ended}"
-              f"{f' wake IRQ {tr.wakeup_irq}' if tr.wakeup_irq is not None else ''}")
+              f"{f' wake IRQ {tr.wakeup_irq}' if tr.wakeup_irq is not None else ''}"
+              f"{f'  FAILED: {tr.failed}' if tr.failed else ''}")
         for p in tr.phases:
             print(f"  {p.name:<14} {len(p.events):3d} callbacks"
                   f"{f'  {p.msecs:.3f} ms' if p.msecs is not None else ''}{'  ABORTED' if p.aborted else ''}")

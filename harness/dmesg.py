@@ -95,6 +95,15 @@ HIBERNATE_EXIT = re.compile(r"^PM: hibernation: hibernation exit")
 #: kernel/power/suspend.c enter_state() "PM: Syncing filesystems ... " (to 5.1) and
 #: "PM: Preparing system for %s sleep" / "PM: Entering %s sleep" (the pm_states[] label).
 LEGACY_SUSPEND_ENTRY = re.compile(r"^PM: (?:Syncing filesystems|(?:Preparing system for|Entering) (?P<label>\w+) sleep)")
+#: The kernel saying a suspend failed: kernel/power/suspend.c suspend_devices_and_enter()
+#: pr_err("Some devices failed to suspend, or early wake event detected"), "late suspend of
+#: devices failed", "noirq suspend of devices failed"; drivers/base/power/main.c
+#: dev_err(dev, "failed to suspend: error %d") with dev_fmt "PM: " (6.x: "<drv> <dev>: PM: ...");
+#: kernel/power/process.c "Freezing of tasks failed/aborted after" and, from 6.2, "Freezing
+#: <what> failed/aborted after".
+SUSPEND_FAILED = re.compile(r"^(?:PM: (?:Some devices failed to suspend|late suspend of devices failed|"
+                            r"noirq suspend of devices failed)|(?:.*: )?PM: failed to (?:suspend|freeze|quiesce)|"
+                            r"Freezing (?:of tasks|user space processes|remaining freezable tasks) (?:failed|aborted) after)")
 #: The end of such a suspend: kernel/power/process.c thaw_processes() "Restarting tasks ... done.".
 LEGACY_SUSPEND_EXIT = re.compile(r"^Restarting tasks \.\.\. done\.")
 #: kernel/power/suspend.c suspend_test(): "suspend debug: Waiting for %d second(s)."
@@ -219,7 +228,9 @@ class Transition:
     """One suspend or hibernation, from its entry line to its exit line.
 
     ``kind`` is ``suspend`` or ``hibernation``; ``label`` the sleep state
-    (``s2idle``...); ``pm_test`` is True when a ``pm_test`` level cut it short.
+    (``s2idle``...); ``pm_test`` is True when a ``pm_test`` level cut it short; ``failed`` is
+    the kernel's first line saying the transition failed (:data:`SUSPEND_FAILED`), else None.
+    ``end_seq`` is None when the log has no exit line for it.
     """
 
     kind: str
@@ -231,6 +242,7 @@ class Transition:
     wakeup_irq: int | None = None
     pm_test: bool = False
     probe: tuple[ProbeEvent, ...] = ()
+    failed: str | None = None
 
     def phase(self, name: str) -> Phase | None:
         """Return the phase called ``name``, or None."""
@@ -258,7 +270,7 @@ class PmTimeline:
         return {
             "transitions": [{
                 "kind": t.kind, "label": t.label, "pm_test": t.pm_test, "wakeup_irq": t.wakeup_irq,
-                "start_seq": t.start_seq, "end_seq": t.end_seq,
+                "start_seq": t.start_seq, "end_seq": t.end_seq, "failed": t.failed,
                 "phases": [{"name": p.name, "end_seq": p.end_seq, "msecs": p.msecs, "aborted": p.aborted,
                             "events": [event(e) for e in p.events]} for p in t.phases],
                 "warnings": [{"seq": w.seq, "kind": w.kind, "text": w.text} for w in t.warnings],
@@ -381,6 +393,7 @@ class _Open:
         self.pm_test = False
         self.probe_pending: list[ProbeEvent] = []
         self.probe: list[ProbeEvent] = []
+        self.failed: str | None = None
 
     def call(self, cb: Callback) -> None:
         self.open_calls[(cb.driver, cb.device, cb.callback)] = len(self.pending)
@@ -410,7 +423,7 @@ class _Open:
             phases += [Phase(name, tuple(evs)) for name, evs in by_phase.items()]
         return Transition(self.kind, self.label, self.start_seq, end_seq, tuple(phases),
                           tuple(self.warnings), self.wakeup_irq, self.pm_test,
-                          tuple(self.probe + self.probe_pending))
+                          tuple(self.probe + self.probe_pending), self.failed)
 
 
 def _symbol(callback: str | None) -> str | None:
@@ -449,6 +462,9 @@ class _Parser:
 
     def line(self, seq: int, ts: float | None, msg: str) -> None:
         self.problem(seq, msg)
+        if self.current and self.current.failed is None and ("failed" in msg or "aborted" in msg) \
+                and SUSPEND_FAILED.match(msg):
+            self.current.failed = msg
         if msg.startswith("PM: "):
             self.pm_core_line(seq, msg)
         elif self.current and self.current.legacy and LEGACY_SUSPEND_EXIT.match(msg):

@@ -84,3 +84,11 @@ def test_a_log_that_ends_inside_the_noirq_phase_leaves_that_call_open():
     stuck = [e for e in last if e.end_seq is None]
     assert [(e.device, e.callback) for e in stuck] == [("0000:00:1f.6", "pci_pm_suspend_noirq")]
     assert [w.kind for w in timeline.warnings][-1] == "panic"
+
+
+def test_a_failed_suspend_is_reported_as_such_with_the_kernel_line():
+    (tr,) = parse("linux-6.16-arm64-printk-caller.log").transitions
+    # grep -n "failed to suspend": line 179
+    assert tr.failed == "lwis-i2c eeprom@2: PM: failed to suspend: error -16"
+    assert all(t.failed is None for name in ("linux-4.0-arm-legacy.log", "linux-5.x-x86-mail-wrapped.log")
+               for t in parse(name).transitions)
