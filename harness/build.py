@@ -84,7 +84,7 @@ def build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log:
     survive, :class:`BuildError` (exit 5) with the first compiler error and
     the build log path if make fails.
     """
-    with Cache(toolchain.cache_root).sources_lock(timeout=2 * timeouts.build()):
+    with Cache(toolchain.cache_root).sources_lock():
         return _build(tree, requests, toolchain, log)
 
 

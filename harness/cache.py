@@ -32,6 +32,7 @@ from typing import Iterator, Mapping
 
 import filelock
 
+from harness import timeouts
 from harness.errors import SetupError
 
 PROJECT = "virtio-pm-harness"
@@ -51,11 +52,13 @@ class Cache:
         return cls(Path(root).expanduser().resolve())
 
     @contextlib.contextmanager
-    def sources_lock(self, timeout: float) -> Iterator[None]:
+    def sources_lock(self, timeout: float | None = None) -> Iterator[None]:
         """Hold the cache's lock on its sources (embedded trees, worktrees, their ``O=`` builds,
         downloads, initramfs archives) for a block: two harness processes on one cache take
         turns applying and building, and neither releases a worktree the other builds in.
-        Reentrant in a process.  Waits at most ``timeout`` seconds, then raises SetupError."""
+        Reentrant in a process.  Waits at most ``timeout`` seconds (default: two build limits,
+        :func:`harness.timeouts.build`), then raises SetupError."""
+        timeout = 2 * timeouts.build() if timeout is None else timeout
         lock = filelock.FileLock(self.path("locks", "sources.lock"), is_singleton=True)
         try:
             lock.acquire(timeout=timeout)

@@ -30,13 +30,13 @@ from typing import NamedTuple
 #: (``[ 5603.909536,0]``), and the PRINTK_CALLER id after it (print_caller(): ``[T123]`` for a
 #: task, ``[C1]`` for a CPU, padded to 6 characters: ``[  T123]``); some vendor kernels add
 #: their own after it (``[2025:05:01 09:09:14][pid:916,cpu7,bash]``, seen on a CIX Sky1 6.1).
-TIMESTAMP = re.compile(r"(?:<\d+>)?\[\s*(?P<ts>\d+\.\d+)(?:,\d+)?\](?:\[\s*[TC]\d+\])?\s?"
-                       r"(?:\[\d{4}:\d\d:\d\d \d\d:\d\d:\d\d\])?(?:\[pid:\d+,cpu\d+,[^\]]*\])?(?P<msg>.*)$")
+_PRINTK_PREFIX = (r"(?:<\d+>)?\[{ws}*(?P<ts>\d+\.\d+)(?:,\d+)?\](?:\[{ws}*[TC]\d+\])?{ws}?"
+                  r"(?:\[\d{{4}}:\d\d:\d\d \d\d:\d\d:\d\d\])?(?:\[pid:\d+,cpu\d+,{other}*\])?")
+TIMESTAMP = re.compile(_PRINTK_PREFIX.format(ws=r"\s", other=r"[^\]]") + r"(?P<msg>.*)$")
 #: TIMESTAMP as it is searched in one line, applied to a whole log at once: the first
 #: ``[ seconds]`` of a line, whitespace never crossing the line's end.
-_PRINTK_LINE = re.compile(r"^[^\n]*?(?:<\d+>)?\[[^\S\n]*(?P<ts>\d+\.\d+)(?:,\d+)?\](?:\[[^\S\n]*[TC]\d+\])?"
-                          r"[^\S\n]?(?:\[\d{4}:\d\d:\d\d \d\d:\d\d:\d\d\])?(?:\[pid:\d+,cpu\d+,[^\]\n]*\])?"
-                          r"(?P<msg>[^\n]*)$", re.M)
+_PRINTK_LINE = re.compile(r"^[^\n]*?" + _PRINTK_PREFIX.format(ws=r"[^\S\n]", other=r"[^\]\n]")
+                          + r"(?P<msg>[^\n]*)$", re.M)
 #: A log without printk times: journalctl's and syslog's kernel lines (``Dec 01 12:00:00 host
 #: kernel: msg``, month names of any locale, `` 5月 23 14:49:02``; ``-o short-precise`` fractions; ``-o short-iso``
 #: ``2026-12-01T12:00:00+0000 host kernel: msg``).  Only the time of day is kept.
@@ -75,6 +75,9 @@ RETURNED_NO_PM = re.compile(
 #: a "+" (no driver, no callback name: ``callback`` is None).
 CALLING_LEGACY = re.compile(r"^calling  (?P<device>\S+)\+ @ (?P<pid>\d+), parent: (?P<parent>\S+)")
 RETURNED_LEGACY = re.compile(r"^call (?P<device>\S+)\+ returned (?P<rc>-?\d+) after (?P<usecs>\d+) usecs")
+
+#: Every era's callback start and end lines, as :func:`_unwrap` tries them.
+_CALLBACK_FORMS = (CALLING, CALLING_NO_PM, CALLING_LEGACY, RETURNED, RETURNED_NO_PM, RETURNED_LEGACY)
 
 #: ``sym+0x0/0x1b0`` as %pS/%pF print it: the symbol is what %ps prints today.
 _SYMBOL_OFFSET = re.compile(r"\+0x[0-9a-f]+/0x[0-9a-f]+$")
@@ -325,8 +328,7 @@ def _unwrap(msg: str, after: str) -> str:
     if not follow:
         return msg
     joined = f"{msg} {follow}"
-    forms = (CALLING, CALLING_NO_PM, CALLING_LEGACY, RETURNED, RETURNED_NO_PM, RETURNED_LEGACY)
-    return joined if any(rx.match(joined) for rx in forms) else msg
+    return joined if any(rx.match(joined) for rx in _CALLBACK_FORMS) else msg
 
 
 class LineStream:

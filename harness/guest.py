@@ -51,12 +51,6 @@ def _die_with_parent() -> None:
         pass
 
 
-def clean_output(raw: str) -> str:
-    """Strip terminal control sequences and carriage returns from console text
-    (:func:`harness.dmesg.strip_terminal`)."""
-    return strip_terminal(raw)
-
-
 @dataclass(frozen=True)
 class CommandResult:
     """Output (cleaned, without the trailing newline), exit status and wall seconds of one command."""
@@ -123,7 +117,7 @@ class GuestSession:
     def _tail(self, lines: int = 15) -> str:
         if self._logfile:
             self._logfile.flush()
-        text = clean_output(self.console_log.read_text(errors="replace"))
+        text = strip_terminal(self.console_log.read_text(errors="replace"))
         return "\n".join(text.splitlines()[-lines:])
 
     def run(self, command: str, timeout: float = timeouts.GUEST_COMMAND) -> CommandResult:
@@ -154,7 +148,7 @@ class GuestSession:
         before = self._child.before
         idx = before.rfind(marker)
         body = before[idx + len(marker):] if idx >= 0 else before
-        output = clean_output(body).strip("\n")
+        output = strip_terminal(body).strip("\n")
         status = int(self._child.match.group(1))
         self.log.write(f"# guest$ {command}\n# status={status} seconds={seconds:.2f}\n{output}\n")
         _LOG.debug("guest$ %s  # status=%s, %.2f s", command, status, seconds)

@@ -44,17 +44,16 @@ def configure(verbosity: int) -> None:
     """Send the ``harness`` logger to stderr as ``harness: <message>``: progress (INFO) by
     default, host and guest commands (DEBUG) from ``verbosity`` 1, their output
     (:data:`harness.proc.OUTPUT`) from 2, only warnings below 0."""
-    root = logging.getLogger("harness")
-    for handler in list(root.handlers):
+    for handler in list(_LOG.handlers):
         if isinstance(handler, _StderrHandler):
-            root.removeHandler(handler)
+            _LOG.removeHandler(handler)
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("harness: %(message)s"))
     handler.setLevel(proc.OUTPUT if verbosity > 1 else logging.DEBUG if verbosity == 1 else
                      logging.INFO if verbosity == 0 else logging.WARNING)
-    root.addHandler(handler)
-    root.setLevel(proc.OUTPUT)
-    root.propagate = False
+    _LOG.addHandler(handler)
+    _LOG.setLevel(proc.OUTPUT)
+    _LOG.propagate = False
 
 
 @contextlib.contextmanager
@@ -65,9 +64,9 @@ def run_log(path: Path):
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(message)s"))
     handler.setLevel(logging.DEBUG)
-    logging.getLogger("harness").addHandler(handler)
+    _LOG.addHandler(handler)
     try:
         yield path
     finally:
-        logging.getLogger("harness").removeHandler(handler)
+        _LOG.removeHandler(handler)
         handler.close()

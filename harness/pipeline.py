@@ -140,7 +140,7 @@ def build_kernel(req: Request, cache: Cache, log: CommandLog, say: Say) -> Kerne
 def prepare_guest(req: Request, cache: Cache, log: CommandLog, say: Say) -> GuestArtifacts:
     """Build the kernel, the guest modules against it, and the initramfs; find the profile.
     Holds the cache's sources lock meanwhile (another harness process on the same cache waits)."""
-    with cache.sources_lock(timeout=2 * timeouts.build()):
+    with cache.sources_lock():
         kb = build_kernel(req, cache, log, say)
         mods = modules.build_modules(DATA_ROOT / "guest-rootfs" / "modules", kb.tree.path, kb.build, kb.toolchain,
                                      log)

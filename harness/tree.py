@@ -23,7 +23,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import timeouts
 from harness.cache import Cache, atomic_dir, atomic_write, content_key
 from harness.errors import ApplyError, SetupError, UsageError
 from harness.fetch import DEFAULT_TREE, EMBEDDED_TREES, linux_source
@@ -105,7 +104,7 @@ def embedded_tree(cache: Cache, log: CommandLog, name: str = DEFAULT_TREE, say=l
     and tagged ``debian/<deb version>``, so every machine gets the same commit for the same
     Debian version.  Raises :class:`SetupError` on failure, UsageError for an unknown name.
     """
-    with cache.sources_lock(timeout=2 * timeouts.build()):
+    with cache.sources_lock():
         return _embedded_tree(cache, log, name, say)
 
 
@@ -227,9 +226,10 @@ def _write_record(path: Path, record: dict) -> None:
 
 
 def ensure_checkout(path: Path, log: CommandLog) -> None:
-    """Give a released worktree at ``path`` its source files back (``git reset --hard``,
-    about 20 s for a kernel) and mark it checked out; a no-op for a checked-out worktree or
-    a directory that is not one of ours.  Raises :class:`SetupError` if git fails."""
+    """Give a released worktree at ``path`` its source files back (``git reset --hard``, about
+    40 s for a kernel on a loaded 2-core machine) and mark it checked out; a no-op for a
+    checked-out worktree or a directory that is not one of ours.  Raises :class:`SetupError`
+    if git fails."""
     record = _worktree_record(path)
     if record is None or record.get("checked_out", True):
         return
@@ -282,7 +282,7 @@ def apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: C
     (exit 4) naming the patch, file and hunk that failed; nothing half-applied
     is left behind.  Holds the cache's sources lock meanwhile.
     """
-    with cache.sources_lock(timeout=2 * timeouts.build()):
+    with cache.sources_lock():
         return _apply_series(kt, base, patches, cache, log, series_version, series_base)
 
 

@@ -12,7 +12,8 @@ import os
 import pytest
 
 from harness.errors import BootError, GuestCrash, GuestHang
-from harness.guest import READY_LINE, GuestSession, clean_output
+from harness.dmesg import strip_terminal
+from harness.guest import READY_LINE, GuestSession
 from harness.proc import CommandLog
 
 SHELL = ["sh", "-c", f"echo '{READY_LINE}'; exec sh -i"]
@@ -63,7 +64,7 @@ def test_early_exit_is_a_boot_error_with_the_console_tail(tmp_path):
 
 
 def test_clean_output_strips_cursor_queries_and_carriage_returns():
-    assert clean_output("harness# \x1b[6nls\r\r\nfoo\r\n") == "harness# ls\nfoo\n"
+    assert strip_terminal("harness# \x1b[6nls\r\r\nfoo\r\n") == "harness# ls\nfoo\n"
 
 
 class _Scripted:
