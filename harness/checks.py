@@ -417,8 +417,12 @@ SCENARIO_CHECKS = {
 }
 
 
+#: What an expectation (``expect.yaml``, a scenario's ``expect``) may say of a check.
+EXPECTED_OUTCOMES = ("pass", "fail", "any")
+
+
 def apply_expectations(results: list[CheckResult], expect: dict[str, str]) -> list[CheckResult]:
-    """Turn raw verdicts into expected ones: ``expect`` maps check name to ``pass``, ``fail`` or ``any``.
+    """Turn raw verdicts into expected ones: ``expect`` maps check name to one of :data:`EXPECTED_OUTCOMES`.
 
     Expected ``fail`` and FAIL -> XFAIL; expected ``fail`` and PASS -> XPASS;
     ``any`` (a consequence that may or may not show, e.g. a defect's damage

@@ -14,9 +14,9 @@ import glob
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness import model, qemu, series, timeouts, tree
+from harness import model, qemu, schemas, series, timeouts, tree
 from harness.cache import Cache
-from harness.config import check_keys, load_yaml_mapping
+from harness.config import load_document
 from harness.errors import ConfigError, FetchError
 from harness.paths import DATA_ROOT
 from harness.pipeline import Request
@@ -78,10 +78,6 @@ class Cell:
 
 
 # --- Matrix files ---------------------------------------------------------------------------
-
-_MATRIX_KEYS = {"name", "description", "profiles", "kconfig", "rows"}
-_ROW_KEYS = {"revision", "scenarios", "cycles", "profiles", "expect", "tree"}
-
 
 @dataclass(frozen=True)
 class Matrix:
@@ -149,38 +145,35 @@ def load_matrix(path: Path, kconfig_override: tuple[str, ...] | None = None, job
     ``expect`` (a file relative to the repository) and ``tree`` (a kernel git
     tree or an embedded tree's name; default the default tree).  A manifest revision whose
     mbox cannot be had (no local ``mbox:``, lore unreachable) becomes a SKIP cell with the
-    reason when it runs (:func:`unfetchable`).  Raises ConfigError naming file and row."""
-    data = load_yaml_mapping(path)
-    where = str(path)
-    check_keys(where, data, _MATRIX_KEYS, {"name", "rows"})
-    profiles = data.get("profiles") or ["virt-mmio"]
-    frags = kconfig_override or (tuple(data["kconfig"]) if data.get("kconfig") else None)
-    if not isinstance(data["rows"], list) or not data["rows"]:
-        raise ConfigError(f"{where}: rows: must be a non-empty list")
+    reason when it runs (:func:`unfetchable`).  Validated against :data:`harness.schemas.MATRIX`;
+    raises ConfigError naming file, line and row."""
+    doc = load_document(path, schemas.MATRIX)
+    data = doc.data
+    profiles = data.get("profiles", ["virt-mmio"])
+    frags = kconfig_override or (tuple(data["kconfig"]) if "kconfig" in data else None)
     cells: list[Cell] = []
     for n, row in enumerate(data["rows"]):
-        rw = f"{where}: rows[{n}]"
-        check_keys(rw, row, _ROW_KEYS, {"revision", "scenarios"})
-        if not isinstance(row["scenarios"], list) or not row["scenarios"]:
-            raise ConfigError(f"{rw}.scenarios: must be a non-empty list of scenario names")
-        scenarios = [find_scenario(str(s)) for s in row["scenarios"]]
+        rw = doc.where("rows", n)
+        scenarios = []
+        for i, name in enumerate(row["scenarios"]):
+            try:
+                scenarios.append(find_scenario(name))
+            except ConfigError as e:
+                raise ConfigError(f"{doc.where('rows', n, 'scenarios', i)}: {e}") from None
         if "cycles" in row:
-            if not isinstance(row["cycles"], int):
-                raise ConfigError(f"{rw}.cycles: must be an integer")
-            scenarios = [with_cycles(s, row["cycles"], f"{rw}: ") for s in scenarios]
-        for profile in row.get("profiles") or profiles:
+            scenarios = [with_cycles(s, row["cycles"], f"{doc.where('rows', n, 'cycles')}: ") for s in scenarios]
+        for profile in row.get("profiles", profiles):
             try:
                 qemu.find_profile(DATA_ROOT / "qemu-profiles", profile)  # ConfigError now, not mid-run
             except ConfigError as e:
                 raise ConfigError(f"{rw}: {e}") from None
-            for rev_dir in _revision_dirs(rw, str(row["revision"])):
+            for rev_dir in _revision_dirs(rw, row["revision"]):
                 name = rev_dir.relative_to(DATA_ROOT / "patches").as_posix()
                 spec = None if _is_bare(rev_dir) else str(rev_dir)
-                expect = (DATA_ROOT / row["expect"] if row.get("expect") else
+                expect = (DATA_ROOT / row["expect"] if "expect" in row else
                           rev_dir / "expect.yaml" if spec is None else expectations_file(spec))
                 defect = defect_name(rev_dir)
-                tree_path = str(row["tree"]) if row.get("tree") else None
-                req = Request(series=spec, tree=tree_path, kconfig=frags, jobs=jobs, profile=profile,
+                req = Request(series=spec, tree=row.get("tree"), kconfig=frags, jobs=jobs, profile=profile,
                               boot_timeout=boot_timeout)
                 skip = _skip_reason(rev_dir)
                 for s in scenarios:
@@ -188,8 +181,8 @@ def load_matrix(path: Path, kconfig_override: tuple[str, ...] | None = None, job
     ids = [c.id for c in cells]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
-        raise ConfigError(f"{where}: cells declared twice: {', '.join(dupes)}")
-    return Matrix(str(data["name"]), path, str(data.get("description") or "").strip(), tuple(cells))
+        raise ConfigError(f"{path}: cells declared twice: {', '.join(dupes)}")
+    return Matrix(data["name"], path, data.get("description", "").strip(), tuple(cells))
 
 
 def trees_used(mx: Matrix) -> list[str]:

@@ -1,9 +1,9 @@
 """QEMU profiles (``qemu-profiles/*.yaml``) and their rendering into an argv.
 
-A profile is validated on load: an unknown key, a missing field or a value
-of the wrong type is a :class:`~harness.errors.ConfigError` naming the file
-and the key.  Its ``args`` are jinja2 templates (``StrictUndefined``, so a
-misspelt variable is an error too).
+A profile is validated on load against :data:`harness.schemas.QEMU_PROFILE`: an
+unknown key, a missing field or a value of the wrong type is a
+:class:`~harness.errors.ConfigError` naming the file, line and key.  Its ``args``
+are jinja2 templates (``StrictUndefined``, so a misspelt variable is an error too).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import jinja2
 
-from harness.config import check_keys, load_yaml_mapping
+from harness import schemas
+from harness.config import load_document
 from harness.errors import ConfigError
 
 
@@ -34,25 +35,13 @@ class QemuProfile:
     path: Path
 
 
-_TYPES = {f.name: f.type for f in fields(QemuProfile)}
-_REQUIRED = {f.name for f in fields(QemuProfile)} - {"path"}
-_PY_TYPES = {"str": str, "int": int, "tuple[str, ...]": list}
-
-
 def load_profile(path: Path) -> QemuProfile:
-    """Load and validate a profile file; raises :class:`ConfigError` naming file and key."""
-    data = load_yaml_mapping(path)
-    check_keys(str(path), data, _REQUIRED, _REQUIRED)
-    for key in _REQUIRED:
-        want = _PY_TYPES[str(_TYPES[key])]
-        if not isinstance(data[key], want) or isinstance(data[key], bool):
-            raise ConfigError(f"{path}: key {key!r} must be {want.__name__}, got {data[key]!r}")
-    if not all(isinstance(a, str) for a in data["args"]):
-        raise ConfigError(f"{path}: key 'args' must be a list of strings")
-    data["args"] = tuple(data["args"])
-    if data["name"] != path.stem:
-        raise ConfigError(f"{path}: key 'name' is {data['name']!r} but the file is {path.name}")
-    return QemuProfile(path=path, **data)
+    """Load and validate a profile file (:data:`harness.schemas.QEMU_PROFILE`; its ``name`` must be
+    the file's stem); raises :class:`ConfigError` naming file, line and key."""
+    doc = load_document(path, schemas.QEMU_PROFILE)
+    if doc.data["name"] != path.stem:
+        raise ConfigError(f"{doc.where('name')}: is {doc.data['name']!r} but the file is {path.name}")
+    return QemuProfile(path=path, **{**doc.data, "args": tuple(doc.data["args"])})
 
 
 def find_profile(profiles_dir: Path, name: str) -> QemuProfile:

@@ -17,14 +17,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import schemas
 from harness.cache import Cache, atomic_write, content_key, file_sha256
-from harness.config import check_keys, load_yaml_mapping
+from harness.config import load_document
 from harness.errors import ConfigError, SetupError
 from harness.proc import CommandLog, run, tail
-
-_RECIPE_KEYS = {"dirs", "nodes", "files", "sysroot"}
-_NODE_KEYS = {"path", "mode", "type", "major", "minor"}
-_FILE_KEYS = {"src", "dest", "mode", "libs"}
 
 #: ``readelf -d`` line naming a needed library.
 _NEEDED = re.compile(r"\(NEEDED\)\s+Shared library: \[(?P<lib>[^\]]+)\]")
@@ -48,18 +45,13 @@ class Initramfs:
 
 
 def load_recipe(recipe_dir: Path) -> dict:
-    """Load and validate ``recipe_dir/rootfs.yaml``; raises :class:`ConfigError` naming file and key."""
-    path = recipe_dir / "rootfs.yaml"
-    recipe = load_yaml_mapping(path)
-    check_keys(str(path), recipe, _RECIPE_KEYS, {"dirs", "files"})
-    for i, node in enumerate(recipe.get("nodes") or []):
-        check_keys(f"{path}: nodes[{i}]", node, _NODE_KEYS, _NODE_KEYS)
-    for section in ("files", "sysroot"):
-        for i, entry in enumerate(recipe.get(section) or []):
-            check_keys(f"{path}: {section}[{i}]", entry, _FILE_KEYS, {"src", "dest", "mode"})
-            if section == "files" and not (recipe_dir / entry["src"]).is_file():
-                raise ConfigError(f"{path}: {section}[{i}].src: {recipe_dir / entry['src']} does not exist")
-    return recipe
+    """Load ``recipe_dir/rootfs.yaml``, validated against :data:`harness.schemas.ROOTFS_RECIPE`,
+    whose ``files`` must exist in ``recipe_dir``; raises :class:`ConfigError` naming file, line and key."""
+    doc = load_document(recipe_dir / "rootfs.yaml", schemas.ROOTFS_RECIPE)
+    for i, entry in enumerate(doc.data["files"]):
+        if not (recipe_dir / entry["src"]).is_file():
+            raise ConfigError(f"{doc.where('files', i, 'src')}: {recipe_dir / entry['src']} does not exist")
+    return doc.data
 
 
 def gen_init_cpio(tree: Path, cache: Cache, log: CommandLog) -> Path:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
-from harness import timeouts
+from harness import schemas, timeouts
 from harness.cache import Cache, atomic_dir, content_key
-from harness.config import check_keys, load_yaml_mapping
+from harness.config import load_document
 from harness.errors import ConfigError, FetchError, SeriesError
 from harness.proc import CommandLog, run, tail
 
@@ -267,11 +267,6 @@ def load(spec: str, cache: Cache, log: CommandLog, *, version: int | None = None
 
 # --- Manifests: patches/<name>/series.yaml ----------------------------------------------
 
-_MANIFEST_KEYS = {"name", "title", "version", "rfc", "message_id", "patches", "base", "mbox", "notes", "tree"}
-_MANIFEST_REQUIRED = {"name", "title", "version", "message_id", "patches"}
-_MANIFEST_PATCH_KEYS = {"subject", "message_id"}
-
-
 @dataclass(frozen=True)
 class Manifest:
     """A revision described in ``patches/<name>/series.yaml``.
@@ -295,23 +290,18 @@ class Manifest:
 
 
 def load_manifest(path: Path) -> Manifest:
-    """Load and validate a manifest; raises :class:`~harness.errors.ConfigError` naming file and key."""
-    data = load_yaml_mapping(path)
-    check_keys(str(path), data, _MANIFEST_KEYS, _MANIFEST_REQUIRED)
-    if not isinstance(data["patches"], list) or not data["patches"]:
-        raise ConfigError(f"{path}: key 'patches' must be a non-empty list")
-    for i, p in enumerate(data["patches"]):
-        check_keys(f"{path}: patches[{i}]", p, _MANIFEST_PATCH_KEYS, {"subject"})
-    if not isinstance(data["version"], int):
-        raise ConfigError(f"{path}: key 'version' must be an integer")
+    """Load a manifest, validated against :data:`harness.schemas.SERIES_MANIFEST` (and its ``tree``
+    naming an embedded tree); raises :class:`~harness.errors.ConfigError` naming file, line and key."""
+    doc = load_document(path, schemas.SERIES_MANIFEST)
+    data = doc.data
     mbox = data.get("mbox")
     tree = data.get("tree")
     from harness.fetch import EMBEDDED_TREES  # fetch imports nothing of series: no cycle
     if tree is not None and tree not in EMBEDDED_TREES:
-        raise ConfigError(f"{path}: key 'tree' must name an embedded tree ({', '.join(EMBEDDED_TREES)}), "
+        raise ConfigError(f"{doc.where('tree')}: must name an embedded tree ({', '.join(EMBEDDED_TREES)}), "
                           f"got {tree!r}; a checkout of your own is given with --tree")
-    return Manifest(path, str(data["name"]), str(data["title"]), data["version"], str(data["message_id"]),
-                    tuple(str(p["subject"]) for p in data["patches"]),
+    return Manifest(path, data["name"], data["title"], data["version"], data["message_id"],
+                    tuple(p["subject"] for p in data["patches"]),
                     tuple(p.get("message_id") for p in data["patches"]),
                     data.get("base"), (path.parent / mbox).resolve() if mbox else None, tree)
 
@@ -332,9 +322,6 @@ def check_against_manifest(series: Series, manifest: Manifest) -> None:
         raise SeriesError(f"{series.source} does not match {manifest.path}: " + "; ".join(problems))
 
 
-_DEFECT_KEYS = {"name", "on_top_of", "breaks"}
-
-
 def stack_defect(base: Series, defect: Series, source: str) -> Series:
     """Return ``base`` with ``defect``'s patches appended (renumbered after the base's)."""
     total = base.total + defect.total
@@ -343,19 +330,19 @@ def stack_defect(base: Series, defect: Series, source: str) -> Series:
     return Series(base.version, total, patches, base.cover, base.base_commit, source)
 
 
-def defect_base(path: Path, on_top_of, tree: str | None) -> Path:
-    """The revision a defect goes on: ``on_top_of`` is a path (relative to the defect's
-    directory) or a mapping from embedded tree name to path, the backport of that tree;
-    a tree that is not named (a user's checkout) takes the default tree's entry.
-    Raises ConfigError naming defect.yaml for anything else."""
+def defect_base(path: Path, on_top_of: str | dict[str, str], tree: str | None, where: str | None = None) -> Path:
+    """The revision a defect goes on: ``on_top_of`` (validated by :data:`harness.schemas.DEFECT`) is
+    a path relative to the defect's directory ``path``, or a mapping from embedded tree name to
+    path, the backport of that tree; a tree that is not named (a user's checkout) takes the
+    default tree's entry.  Raises ConfigError naming ``where`` (default: defect.yaml's on_top_of)
+    when the mapping has no entry for the default tree."""
     from harness.fetch import DEFAULT_TREE  # fetch imports nothing of series: no cycle
-    where = f"{path / 'defect.yaml'}: on_top_of"
     if isinstance(on_top_of, str):
         return path / on_top_of
-    if not isinstance(on_top_of, dict) or not all(isinstance(v, str) for v in on_top_of.values()) \
-            or DEFAULT_TREE not in on_top_of:
-        raise ConfigError(f"{where}: must be a revision path, or a mapping of tree names to revision paths "
-                          f"with an entry for {DEFAULT_TREE}")
+    if DEFAULT_TREE not in on_top_of:
+        where = where or f"{path / 'defect.yaml'}: on_top_of"
+        raise ConfigError(f"{where}: has no entry for the default tree {DEFAULT_TREE} "
+                          f"(it names {', '.join(on_top_of)})")
     return path / on_top_of.get(tree or DEFAULT_TREE, on_top_of[DEFAULT_TREE])
 
 
@@ -370,9 +357,9 @@ def load_revision(spec: str, cache: Cache, log: CommandLog, *, version: int | No
     """
     path = Path(spec)
     if (path / "defect.yaml").is_file():
-        meta = load_yaml_mapping(path / "defect.yaml")
-        check_keys(str(path / "defect.yaml"), meta, _DEFECT_KEYS, _DEFECT_KEYS)
-        base, manifest = load_revision(str(defect_base(path, meta["on_top_of"], tree)), cache, log,
+        doc = load_document(path / "defect.yaml", schemas.DEFECT)
+        base_dir = defect_base(path, doc.data["on_top_of"], tree, doc.where("on_top_of"))
+        base, manifest = load_revision(str(base_dir), cache, log,
                                        version=version, local_mbox=local_mbox, tree=tree)
         return stack_defect(base, from_directory(path), str(path)), manifest
     if (path / "series.yaml").is_file():

@@ -46,21 +46,25 @@ def test_scenario_of_distinct_steps_keeps_its_count():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("name: x\nkind: sleep\n", "kind: 'sleep' is not one of rtc, pm_test, hibernate"),
-    ("name: x\nkind: rtc\ncycles: 0\n", "cycles: must be a positive integer"),
-    ("name: x\nkind: pm_test\npm_test_level: cpu\n", "pm_test_level: 'cpu' is not one of"),
-    ("name: x\nkind: rtc\nexpect: {noirq-order: fail}\n", "expect.noirq-order: unknown check"),
-    ("name: x\nkind: rtc\nexpect: {devices-work: maybe}\n", "expect.devices-work: 'maybe' is not pass, fail or any"),
-    ("name: x\nkind: rtc\nchecks: [freeze-accepted]\n", "checks: unknown scenario check"),
-    ("name: x\nkind: rtc\ncycles: 2\nsteps: [{label: a}]\n", "'steps' cannot be combined"),
-    ("name: x\nkind: rtc\nsteps: [{lable: a}]\n", "steps[0]: unknown key(s) lable"),
-    ("name: x\nkind: rtc\nwake: 3\n", "unknown key(s) wake"),
+    ("name: x\nkind: sleep\n", ":2: kind: expected one of rtc, pm_test, hibernate, got 'sleep'"),
+    ("name: x\nkind: rtc\ncycles: 0\n", ":3: cycles: expected an integer >= 1, got 0"),
+    ("name: x\nkind: pm_test\npm_test_level: cpu\n", ":3: pm_test_level: expected one of devices, platform"),
+    ("name: x\nkind: rtc\nexpect: {noirq-order: fail}\n", ":3: expect: unknown key 'noirq-order' (allowed: "),
+    ("name: x\nkind: rtc\nexpect: {devices-work: maybe}\n",
+     ":3: expect.devices-work: expected one of pass, fail, any, got 'maybe'"),
+    ("name: x\nkind: rtc\nchecks: [freeze-accepted]\n",
+     ":3: checks[0]: expected one of noirq-failure-handled, freeze-refused, got 'freeze-accepted'"),
+    ("name: x\nkind: rtc\ncycles: 2\nsteps: [{label: a}]\n", ":3: cycles: not allowed with 'steps'"),
+    ("name: x\nkind: rtc\nsteps: [{lable: a}]\n", ":3: steps[0]: unknown key 'lable' (allowed: before, checks"),
+    ("name: x\nkind: rtc\nwake: 3\n", ":3: unknown key 'wake' (allowed: "),
+    ("name: x\nkind: rtc\nbefore: ['echo a\n\n  echo b']\n", ":3: before[0]: expected a one-line guest shell command"),
+    ("name: x\nkind: rtc\nwake_seconds: 2.5\n", ":3: wake_seconds: expected an integer >= 1, got 2.5"),
 ])
 def test_scenario_errors_name_the_file_and_key(tmp_path, text, message):
     path = write(tmp_path / "bad.yaml", text)
     with pytest.raises(ConfigError) as err:
         scenarios.load_scenario(path)
-    assert str(path) in str(err.value) and message in str(err.value)
+    assert f"{path}{message}" in str(err.value)
 
 
 def test_unknown_scenario_lists_the_known_ones():
@@ -97,7 +101,9 @@ def test_default_matrix_runs_the_bare_tree_with_the_baseline_expectations():
     ("  - {revision: v9-backport-6.12, scenarios: [s2idle-rtc]}\n"
      "  - {revision: v9-backport-6.12, scenarios: [s2idle-rtc]}\n",
      "cells declared twice: v9-backport-6.12/virt-mmio/s2idle-rtc"),
-    ("  - {revision: v9-backport-6.12}\n", "rows[0]: missing key(s) scenarios"),
+    ("  - {revision: v9-backport-6.12}\n", "m.yaml:3: rows[0]: missing key 'scenarios'"),
+    ("  - {revision: v9-backport-6.12, scenarios: [s2idle-rtc, suspend-forever]}\n",
+     "m.yaml:3: rows[0].scenarios[1]: no scenario 'suspend-forever'"),
 ])
 def test_matrix_errors_name_the_file_and_row(tmp_path, rows, message):
     path = write(tmp_path / "m.yaml", "name: m\nrows:\n" + rows)
@@ -115,7 +121,7 @@ def test_matrix_command_lists_cells_and_rejects_a_bad_file(tmp_path, capsys):
     assert listed[-1].startswith("v9-backport-7.2@debian-7.2/virt-mmio/s2idle-rtc") and "(20 cycles)" in listed[-1]
     assert "defects/late-provider@debian-7.2/virt-mmio/s2idle-rtc  (5 cycles, defect late-provider)" in listed
     assert cli.main(["matrix", str(write(tmp_path / "m.yaml", "name: m\nrows: []\n"))]) == 2
-    assert "rows: must be a non-empty list" in capsys.readouterr().err
+    assert "m.yaml:2: rows: expected a non-empty list of mappings, got an empty list" in capsys.readouterr().err
 
 
 # --- judging a defect's run ----------------------------------------------------------------------

@@ -96,7 +96,7 @@ def test_probe_lines_are_placed_in_the_phase_that_ran_them():
 def test_unknown_check_in_expectations_is_named(tmp_path):
     bad = tmp_path / "expect.yaml"
     bad.write_text("expect:\n  consumer-redy: fail\n")
-    with pytest.raises(ConfigError, match=r"expect\.consumer-redy: unknown check"):
+    with pytest.raises(ConfigError, match=r"expect\.yaml:2: expect: unknown key 'consumer-redy' \(allowed: .*consumer-ready"):
         expectations.load_expectations(bad)
 
 
