@@ -29,8 +29,11 @@ HOST_PACKAGES := gcc-aarch64-linux-gnu qemu-system-arm ccache bc bison flex cpio
 
 .PHONY: setup host-packages venv test-arm64 test-defects check check-unit bench clean-results
 
+# Last, harness doctor checks the result: a table of what is there, the command that fixes
+# each gap, and exit 2 (make stops) when something required is still missing.
 setup: host-packages venv
 	$(PY) -m harness setup
+	$(PY) -m harness doctor
 
 host-packages:
 	@missing=$$(for p in $(HOST_PACKAGES); do \

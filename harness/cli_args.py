@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tree", action="append", metavar="NAME", choices=sorted(tree.EMBEDDED_TREES),
                    help="embedded tree to fetch and import; repeatable (default: those matrices/default.yaml uses)")
 
+    p = sub.add_parser("doctor", parents=[common],
+                       help="check the host tools, cached downloads, disk and network the harness needs, "
+                            "with the command that fixes each gap (exit 2 when something required is missing)")
+    p.add_argument("--json", action="store_true", help="print the checks as JSON")
+    p.add_argument("--offline", action="store_true", help="do not probe lore.kernel.org")
+
     p = sub.add_parser("series", help="inspect a series revision")
     ssub = p.add_subparsers(dest="series_command", required=True)
     p = ssub.add_parser("show", parents=[common], help="table of a revision: version, index, subject, author, msgid, base")

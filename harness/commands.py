@@ -10,8 +10,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import (bisect, bisect_report, bisect_run, ci, dmesg, fetch, lava, matrix, model, pipeline, qemu,
-                     report, results, scenarios, scheduler, series, terminal, timeouts, toolchain, tree)
+from harness import (bisect, bisect_report, bisect_run, ci, dmesg, doctor, fetch, lava, matrix, model, pipeline,
+                     qemu, report, results, scenarios, scheduler, series, terminal, timeouts, toolchain, tree)
 from harness.cache import Cache, atomic_write
 from harness.errors import UsageError
 from harness.guest import GuestSession
@@ -77,6 +77,10 @@ def cmd_setup(args, cache: Cache) -> int:
     print(f"compiler: {toolchain.arm64(cache).gcc_version}")
     print(f"qemu:     {toolchain.qemu_version()}")
     return 0
+
+
+def cmd_doctor(args, cache: Cache) -> int:
+    return doctor.main(cache, as_json=args.json, network=not args.offline)
 
 
 def cmd_series(args, cache: Cache) -> int:
@@ -333,5 +337,5 @@ def cmd_parse(args, cache: Cache) -> int:
 
 
 #: The function of each subcommand: ``(args, cache) -> exit status``.
-COMMANDS = {"setup": cmd_setup, "series": cmd_series, "apply": cmd_apply, "build": cmd_build, "boot": cmd_boot,
-             "run": cmd_run, "matrix": cmd_matrix, "bisect": cmd_bisect, "report": cmd_report, "ci": cmd_ci, "lava": cmd_lava, "parse": cmd_parse}
+COMMANDS = {"setup": cmd_setup, "doctor": cmd_doctor, "series": cmd_series, "apply": cmd_apply, "build": cmd_build,
+            "boot": cmd_boot, "run": cmd_run, "matrix": cmd_matrix, "bisect": cmd_bisect, "report": cmd_report, "ci": cmd_ci, "lava": cmd_lava, "parse": cmd_parse}
