@@ -75,6 +75,13 @@ class CommandTimeout(HarnessError):
     exit_code = 8
 
 
+class Interrupted(HarnessError):
+    """The harness was told to stop (SIGINT, SIGTERM, SIGHUP) and killed this step's command or
+    guest, or refused to start one (exit 130)."""
+
+    exit_code = 130
+
+
 class InternalError(HarnessError):
     """A fault of the harness itself, not of its input or of the kernel under test (exit 10);
     the traceback is in the run's harness.log."""
@@ -112,10 +119,11 @@ class GuestHang(HarnessError):
 
 
 class GuestCrash(HarnessError):
-    """QEMU exited while a command was running (panic with ``panic=-1``, exit 1).
+    """The guest kernel crashed while a command was running: it panicked (``panic=-1`` with
+    QEMU's ``-no-reboot`` ends QEMU), or an Oops left the shell without an answer (exit 1).
 
-    A crash is a finding about the kernel, judged as FAIL; ``console_log``
-    keeps the evidence.
+    A crash is a finding about the kernel, judged as FAIL; ``console_log`` keeps the
+    evidence and the message quotes the panic or Oops text.
     """
 
     exit_code = 1
@@ -124,3 +132,10 @@ class GuestCrash(HarnessError):
     def __init__(self, message: str, console_log: str | None = None):
         super().__init__(message)
         self.console_log = console_log
+
+
+class QemuKilled(GuestCrash):
+    """QEMU was killed by a signal (not by the guest): nothing is known about the kernel
+    (exit 1, verdict ERROR)."""
+
+    verdict = Verdict.ERROR

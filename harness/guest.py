@@ -8,21 +8,22 @@ command line, so the echoed command (which busybox ash also wraps at about
 ash sends ``ESC[6n`` after each prompt; both are removed from output.
 
 Every wait has a timeout: a guest that stops answering raises
-:class:`~harness.errors.GuestHang`, one whose QEMU exits raises
-:class:`~harness.errors.GuestCrash` or :class:`~harness.errors.BootError`;
-the full console log is kept at ``console_log`` in every case, and QEMU is
-always reaped (also on KeyboardInterrupt, and by ``PR_SET_PDEATHSIG`` if the
-harness itself is killed).
+:class:`~harness.errors.GuestHang`; a kernel panic, or an Oops after which the
+command does not finish within :data:`harness.timeouts.OOPS_GRACE`, raises
+:class:`~harness.errors.GuestCrash` at once with the kernel's text; QEMU killed
+by a signal raises :class:`~harness.errors.QemuKilled`, QEMU exiting during
+boot :class:`~harness.errors.BootError`.  The full console log is kept at
+``console_log`` in every case, and QEMU is always reaped (also on
+KeyboardInterrupt, by :data:`harness.proc.CHILDREN` when a matrix is
+interrupted, and by ``setpriv --pdeathsig`` if the harness itself is killed).
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import re
 import secrets
 import shlex
-import signal
 import string
 import time
 from dataclasses import dataclass
@@ -31,24 +32,21 @@ from pathlib import Path
 import pexpect
 
 from harness import timeouts
-from harness.dmesg import strip_terminal
-from harness.errors import BootError, GuestCrash, GuestHang
-from harness.proc import OUTPUT, CommandLog
+from harness.dmesg import PROBLEMS, strip_terminal
+from harness.errors import BootError, GuestCrash, GuestHang, QemuKilled
+from harness.proc import CHILDREN, OUTPUT, CommandLog, die_with_parent
 
 _LOG = logging.getLogger("harness.guest")
 
 #: Printed by guest-rootfs/init just before it starts the console shell.
 READY_LINE = "harness-init: ready"
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the QEMU child: get SIGKILL when the harness process dies (prctl(2))."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
+#: The console lines that end a command early: a panic, an Oops (:data:`harness.dmesg.PROBLEMS`).
+#: The console shows them although its loglevel is 1: panic() prints at KERN_EMERG and die()
+#: raises the console loglevel (console_verbose()).
+_PANIC = next(rx for kind, rx in PROBLEMS if kind == "panic")
+_OOPS = next(rx for kind, rx in PROBLEMS if kind == "oops")
+_LINE_END = re.compile(r"\n")
 
 
 @dataclass(frozen=True)
@@ -98,10 +96,11 @@ class GuestSession:
         self.log.write(f"$ {shlex.join(self.argv)}\n# console: {self.console_log}\n")
         _LOG.debug("$ %s  # console: %s", shlex.join(self.argv), self.console_log)
         start = time.monotonic()
-        self._child = pexpect.spawn(self.argv[0], self.argv[1:], encoding="utf-8", codec_errors="replace",
-                                    timeout=self.boot_timeout, maxread=65536, echo=False,
-                                    preexec_fn=_die_with_parent)
+        argv = die_with_parent(self.argv)
+        self._child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace",
+                                    timeout=self.boot_timeout, maxread=65536, echo=False)
         self._child.logfile_read = self._logfile
+        CHILDREN.add(self._child.pid)  # pexpect's child leads a session (and group) of its own
         try:
             self._child.expect_exact(READY_LINE, timeout=self.boot_timeout)
         except pexpect.EOF:
@@ -120,11 +119,34 @@ class GuestSession:
         text = strip_terminal(self.console_log.read_text(errors="replace"))
         return "\n".join(text.splitlines()[-lines:])
 
+    def _kernel_report(self, first: re.Pattern, lines: int = 40) -> str:
+        """The console from the last line matching ``first`` (a panic, an Oops) on, at most ``lines``."""
+        text = self._tail(400).splitlines()
+        start = max((i for i, line in enumerate(text) if first.search(line)), default=max(0, len(text) - lines))
+        return "\n".join(text[start:start + lines])
+
+    def _exited(self, command: str) -> GuestCrash:
+        """The error for QEMU's exit during ``command``: killed by a signal, or the guest's crash."""
+        self._child.isalive()  # reaps it: sets signalstatus/exitstatus
+        where = f"console log kept at {self.console_log}"
+        if self._child.signalstatus is not None:
+            return QemuKilled(f"QEMU was killed by signal {self._child.signalstatus} while the guest ran "
+                              f"{command!r}; {where}:\n{self._tail()}", str(self.console_log))
+        tail = self._tail(400)
+        if _PANIC.search(tail):
+            return GuestCrash(f"kernel panic while running {command!r} (QEMU exited "
+                              f"{self._child.exitstatus}); {where}:\n{self._kernel_report(_PANIC)}",
+                              str(self.console_log))
+        return GuestCrash(f"QEMU exited (status {self._child.exitstatus}) while running {command!r}; "
+                          f"{where}:\n{self._tail()}", str(self.console_log))
+
     def run(self, command: str, timeout: float = timeouts.GUEST_COMMAND) -> CommandResult:
         """Run ``command`` in the guest shell; return its output and exit status.
 
-        ``timeout`` is in seconds.  Raises :class:`GuestHang` (exit 7) when the
-        end marker does not come in time, :class:`GuestCrash` when QEMU exits.
+        ``timeout`` is in seconds.  Raises :class:`GuestHang` (exit 7) when the end marker
+        does not come in time; :class:`GuestCrash` (FAIL) when the kernel panics, or Oopses
+        and then says nothing for :data:`harness.timeouts.OOPS_GRACE` seconds, without
+        waiting out ``timeout``; :class:`QemuKilled` (ERROR) when QEMU dies by a signal.
         """
         if self._child is None:
             raise RuntimeError("guest session is not started")
@@ -133,19 +155,8 @@ class GuestSession:
         line = f"echo '{head}''{rest}'; {command}; echo \"{head}\"\"{rest}-$?\""
         start = time.monotonic()
         self._child.sendline(line)
-        try:
-            self._child.expect(re.compile(rf"{marker}-(\d+)\r*\n"), timeout=timeout)
-        except pexpect.TIMEOUT:
-            self.log.write(f"# guest: {command!r} timed out after {timeout:.0f} s\n")
-            _LOG.debug("guest$ %s  # timed out after %.0f s", command, timeout)
-            raise GuestHang(f"guest did not finish {command!r} within {timeout:.0f} s; "
-                            f"console log kept at {self.console_log}:\n{self._tail()}",
-                            str(self.console_log)) from None
-        except pexpect.EOF:
-            raise GuestCrash(f"QEMU exited while running {command!r}; console log kept at "
-                             f"{self.console_log}:\n{self._tail()}", str(self.console_log)) from None
+        before = self._wait_marker(re.compile(rf"{marker}-(\d+)\r*\n"), command, start + timeout, timeout)
         seconds = time.monotonic() - start
-        before = self._child.before
         idx = before.rfind(marker)
         body = before[idx + len(marker):] if idx >= 0 else before
         output = strip_terminal(body).strip("\n")
@@ -155,6 +166,44 @@ class GuestSession:
         if output.strip():
             _LOG.log(OUTPUT, "%s", output.rstrip())
         return CommandResult(command, output, status, seconds)
+
+    def _wait_marker(self, end: re.Pattern, command: str, deadline: float, timeout: float) -> str:
+        """Expect ``end`` until ``deadline`` (monotonic seconds), watching for a panic or Oops;
+        return the console text before ``end``.
+
+        After a panic QEMU has :data:`~harness.timeouts.PANIC_GRACE` seconds to exit; after an
+        Oops the console may fall silent for at most :data:`~harness.timeouts.OOPS_GRACE`
+        seconds (the Oops text can be the command's own output, e.g. ``dmesg``, which goes on
+        printing; an Oops in the shell's context kills the shell, which then says nothing)."""
+        patterns, crash, seen = [end, _PANIC, _OOPS], None, []
+        while True:
+            wait = deadline - time.monotonic()
+            if crash is not None:
+                wait = min(wait, timeouts.PANIC_GRACE if crash is _PANIC else timeouts.OOPS_GRACE)
+            try:
+                which = self._child.expect(patterns, timeout=max(0.0, wait))
+            except pexpect.EOF:
+                raise self._exited(command) from None
+            except pexpect.TIMEOUT:
+                if crash is not None and time.monotonic() < deadline:
+                    what = "kernel panic" if crash is _PANIC else "kernel Oops"
+                    raise GuestCrash(f"{what} while running {command!r}; the guest said nothing for "
+                                     f"{wait:.0f} s after it; console log kept at {self.console_log}:\n"
+                                     f"{self._kernel_report(crash)}", str(self.console_log)) from None
+                self.log.write(f"# guest: {command!r} timed out after {timeout:.0f} s\n")
+                _LOG.debug("guest$ %s  # timed out after %.0f s", command, timeout)
+                raise GuestHang(f"guest did not finish {command!r} within {timeout:.0f} s; "
+                                f"console log kept at {self.console_log}:\n{self._tail()}",
+                                str(self.console_log)) from None
+            seen.append(self._child.before)
+            if which == 0:
+                return "".join(seen)
+            seen.append(self._child.after)
+            if crash is None or patterns[which] is _PANIC:
+                crash = patterns[which]
+                self.log.write(f"# guest: {'panic' if crash is _PANIC else 'Oops'} on the console "
+                               f"during {command!r}\n")
+                patterns = [end, _PANIC, _OOPS, _LINE_END]
 
     def interact(self) -> None:
         """Hand the console to the user (Ctrl-] leaves); for ``harness boot``."""
@@ -171,6 +220,7 @@ class GuestSession:
                     self._child.terminate(force=True)
             finally:
                 self._child.close(force=True)
+                CHILDREN.discard(self._child.pid)
                 self._child = None
         if self._logfile is not None:
             self._logfile.close()

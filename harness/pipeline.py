@@ -25,7 +25,7 @@ from typing import Callable
 from harness import (__version__, build, checks, dmesg, expectations, fetch, kcidb, kconfig, model, modules, qemu,
                      results, rootfs, series, suspend, timeouts, toolchain, tree)
 from harness.cache import Cache
-from harness.errors import HarnessError, UsageError
+from harness.errors import HarnessError, Interrupted, UsageError
 from harness.guest import GuestSession
 from harness.paths import DATA_ROOT
 from harness.proc import CommandLog
@@ -193,13 +193,12 @@ class CellHooks:
     """How a cell run reports and is controlled from outside (the matrix runner).
 
     ``stage(text)`` is told each stage (``build``, ``boot``, ``cycle 2/5``, ``PASS``);
-    ``artifacts(req, log, say)`` builds or returns the shared guest artifacts;
-    ``sessions`` holds the running guests so an interrupt can stop them; ``stop`` is set
-    when the run was interrupted."""
+    ``artifacts(req, log, say)`` builds or returns the shared guest artifacts; ``stop`` is
+    set when the run was interrupted (the matrix runner then also kills every command and
+    guest, :data:`harness.proc.CHILDREN`), and the cell ends before its next cycle."""
 
     stage: Callable[[str], None] = lambda text: None
     artifacts: Callable[..., GuestArtifacts] | None = None
-    sessions: set = field(default_factory=set)
     stop: threading.Event = field(default_factory=threading.Event)
 
 
@@ -240,7 +239,6 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
         say(f"boot {art.profile.name}, console log {result.console_log}")
         hooks.stage("boot")
         with GuestSession(result.qemu_argv, out / "console.log", log, boot_timeout=req.boot_timeout) as session:
-            hooks.sessions.add(session)
             result.timings["boot"] = session.boot_seconds or 0.0
             say(f"guest shell after {result.timings['boot']:.2f} s")
             facts = suspend.prepare(session)
@@ -249,6 +247,8 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
             start = time.monotonic()
             for scenario in scenarios:
                 for i in range(1, scenario.cycles + 1):
+                    if hooks.stop.is_set():
+                        raise Interrupted(f"interrupted before {scenario.name} cycle {i}")
                     step = scenario.steps[i - 1]
                     hooks.stage(f"{scenario.name} {i}/{scenario.cycles}")
                     rec = suspend.run_cycle(session, scenario, i, facts)
@@ -262,9 +262,8 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
                     say(f"{scenario.name} #{i}/{scenario.cycles}{' ' + step.label if step.label else ''}: "
                         f"{result.cycles[-1].verdict} ({rec.seconds:.2f} s)")
             result.timings["cycles"] = time.monotonic() - start
-            hooks.sessions.discard(session)
     except HarnessError as e:
-        if hooks.stop.is_set():
+        if hooks.stop.is_set() or isinstance(e, Interrupted):
             result.error, result.error_verdict, result.error_type = INTERRUPTED, Verdict.ERROR, "KeyboardInterrupt"
             result.exit_code = 130
         else:

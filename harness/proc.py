@@ -12,21 +12,95 @@ import contextlib
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from harness import timeouts
-from harness.errors import CommandTimeout
+from harness.errors import CommandTimeout, Interrupted
 
 _LOG = logging.getLogger("harness.proc")
 
 #: The logging level of a command's output: below DEBUG, shown with ``-vv``.
 OUTPUT = 5
 logging.addLevelName(OUTPUT, "OUTPUT")
+
+
+#: Prefix of every child's argv: the child gets SIGKILL when the harness thread that started it
+#: dies, even by ``kill -9`` (prctl(2) PR_SET_PDEATHSIG, set by util-linux's setpriv(1) between
+#: fork and exec, where Python's ``preexec_fn`` is unsafe with threads running).
+DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL", "--")
+
+
+def die_with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv`` behind :data:`DIE_WITH_PARENT`, the program resolved on PATH first so a missing
+    program still raises FileNotFoundError here (not setpriv's exit 127).  Without setpriv
+    (not on PATH) ``argv`` is returned as it is."""
+    program = shutil.which(argv[0])
+    if program is None:
+        raise FileNotFoundError(2, "No such file or directory", argv[0])
+    if shutil.which(DIE_WITH_PARENT[0]) is None:
+        return list(argv)
+    return [*DIE_WITH_PARENT, program, *argv[1:]]
+
+
+class Children:
+    """The process groups this harness process has running (commands and QEMU guests), so an
+    interrupt can kill them all from the main thread and refuse new ones.
+
+    Thread-safe.  :func:`run` and :class:`harness.guest.GuestSession` register their children
+    here; :meth:`stop` (the matrix runner, on SIGINT/SIGTERM/SIGHUP) SIGKILLs every group and
+    makes every later :meth:`add` raise :class:`~harness.errors.Interrupted`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pids: set[int] = set()
+        self.stopping = threading.Event()
+
+    def add(self, pid: int) -> None:
+        """Register the leader ``pid`` of a new process group; raises Interrupted (after
+        killing it) when the harness is stopping."""
+        with self._lock:
+            if not self.stopping.is_set():
+                self._pids.add(pid)
+                return
+        _killpg(pid)
+        raise Interrupted("interrupted: no new command is started")
+
+    def discard(self, pid: int) -> None:
+        """Forget ``pid`` (its command ended)."""
+        with self._lock:
+            self._pids.discard(pid)
+
+    def stop(self) -> int:
+        """Refuse new children and SIGKILL the process group of every running one; returns
+        how many were killed."""
+        with self._lock:
+            self.stopping.set()
+            pids = list(self._pids)
+        for pid in pids:
+            _killpg(pid)
+        return len(pids)
+
+    def reset(self) -> None:
+        """Accept new children again (after an interrupted matrix, in the same process: tests)."""
+        self.stopping.clear()
+
+
+#: This process's children.  One per process by nature, as the process table is.
+CHILDREN = Children()
+
+
+def _killpg(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 @dataclass(frozen=True)
@@ -71,11 +145,14 @@ def run(
     build logs) and also returned.  With ``stdout_file`` only stdout goes to that file
     (binary output such as an archive) and ``output`` is stderr.
 
-    The command runs in a process group of its own.  ``timeout`` is in seconds
+    The command runs in a process group of its own, registered in :data:`CHILDREN`, and
+    dies with the harness (:data:`DIE_WITH_PARENT`).  ``timeout`` is in seconds
     (:mod:`harness.timeouts`); past it, or on KeyboardInterrupt, the whole group (make's
     compilers, git's helpers) is killed; a timeout raises
     :class:`~harness.errors.CommandTimeout` (exit 8) naming the command.
-    Raises FileNotFoundError when the program does not exist.
+    Raises FileNotFoundError when the program does not exist, and
+    :class:`~harness.errors.Interrupted` when :meth:`Children.stop` killed it or was called
+    before it started.
     """
     args = tuple(str(a) for a in argv)
     full_env = dict(os.environ)
@@ -90,9 +167,12 @@ def run(
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open(target, "wb")) if target is not None else subprocess.PIPE
         err = subprocess.PIPE if stdout_file is not None else subprocess.STDOUT
-        proc = subprocess.Popen(args, cwd=cwd, env=full_env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        if CHILDREN.stopping.is_set():
+            raise Interrupted(f"interrupted before `{shlex.join(args)}`")
+        proc = subprocess.Popen(die_with_parent(args), cwd=cwd, env=full_env, stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
         try:
+            CHILDREN.add(proc.pid)
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
@@ -104,6 +184,11 @@ def run(
         except BaseException:
             _kill_group(proc)
             raise
+        finally:
+            CHILDREN.discard(proc.pid)
+    if CHILDREN.stopping.is_set() and proc.returncode == -signal.SIGKILL:
+        log.write(f"$ {line}\n# killed: the harness was interrupted\n\n")
+        raise Interrupted(f"interrupted: `{shlex.join(args)}` was killed")
     if output_file is not None:
         output = output_file.read_text(errors="replace")
     elif stdout_file is not None:
@@ -121,10 +206,7 @@ def run(
 
 def _kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL the command's process group and reap the command."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    _killpg(proc.pid)
     proc.wait()
 
 

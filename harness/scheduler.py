@@ -7,9 +7,11 @@ and the builds they share are :class:`harness.pipeline.SharedArtifacts`.
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
+import queue
+import threading
 import time
+import traceback
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,10 +19,12 @@ from typing import Callable
 
 from harness import results
 from harness.cache import Cache
+from harness.errors import HarnessError, InternalError
 from harness.matrix import Cell, Matrix, unfetchable
 from harness.paths import DATA_ROOT
-from harness.pipeline import CellHooks, Say, SharedArtifacts, reproducer, run_cell
-from harness.proc import CommandLog
+from harness.pipeline import INTERRUPTED, CellHooks, Say, SharedArtifacts, reproducer, run_cell
+from harness.proc import CHILDREN, CommandLog
+from harness.verdict import Verdict
 
 
 @dataclass
@@ -41,13 +45,33 @@ def _skipped(cell: Cell, out: Path) -> results.RunResult:
     return res
 
 
+#: After an interrupt, how long (seconds) the running cells get to end (their commands and
+#: guests are killed at once; this covers writing their results).
+STOP_GRACE = 5.0
+
+
+def _interrupted(cell: Cell, out: Path) -> results.RunResult:
+    """The result of a cell that did not finish before an interrupt (not written to its own
+    directory: a still-running worker may yet write its results.json there)."""
+    return results.RunResult(command="", out_dir=out / cell.dirname, profile=cell.request.profile, cell=cell.id,
+                             defect=cell.defect, error=INTERRUPTED, error_verdict=Verdict.ERROR,
+                             error_type="KeyboardInterrupt", exit_code=130,
+                             started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
 def run_matrix(mx: Matrix, out: Path, cache: Cache, say: Say, jobs: int | None = None,
                stage: Callable[[Cell, str], None] | None = None) -> MatrixResult:
     """Run the cells of ``mx`` into ``out/<cell dir>``, up to ``jobs`` at once (default: the CPU
     count), each with its own guest, disk image and console log; builds are shared
     (:class:`SharedArtifacts`).  ``matrix.json`` is rewritten as cells finish, in matrix order.
-    ``stage(cell, text)`` hears every cell's stages.  On KeyboardInterrupt every running guest
-    is stopped, the finished cells are kept, and the interrupt propagates."""
+    ``stage(cell, text)`` hears every cell's stages.
+
+    An unexpected exception in one cell makes that cell ERROR and the others go on.  On
+    KeyboardInterrupt (SIGINT, and SIGTERM/SIGHUP through :mod:`harness.cli`) every command
+    and guest of the run is killed at once (:data:`harness.proc.CHILDREN`), the running cells
+    get :data:`STOP_GRACE` seconds to write their results, ``matrix.json`` is written with the
+    finished cells and ``interrupted`` for the others, and the interrupt propagates.  The
+    workers are daemon threads: one that does not end in time cannot hold the process."""
     result = MatrixResult(mx, out)
     start = time.monotonic()
     hooks_base = CellHooks(artifacts=SharedArtifacts(cache))
@@ -67,32 +91,76 @@ def run_matrix(mx: Matrix, out: Path, cache: Cache, say: Say, jobs: int | None =
         return run_cell(cell.request, [cell.scenario], out / cell.dirname, cache, lambda m: say(f"{tag} {m}"),
                         cell.expect, reproducer(cell.request, [cell.scenario], expect), cell.defect, cell.id, hooks)
 
+    def guarded(k: int, cell: Cell) -> results.RunResult:
+        try:
+            return one(k, cell)
+        except HarnessError as e:  # outside run_cell (a SKIP's lookup): this cell only
+            res = _interrupted(cell, out) if hooks_base.stop.is_set() else results.RunResult(
+                command="", out_dir=out / cell.dirname, profile=cell.request.profile, cell=cell.id,
+                defect=cell.defect, error=f"{type(e).__name__}: {e}", error_verdict=e.verdict,
+                error_type=type(e).__name__, exit_code=e.exit_code)
+        except Exception as e:  # a fault of the harness: this cell is an ERROR, the others go on
+            (out / cell.dirname).mkdir(parents=True, exist_ok=True)
+            (out / cell.dirname / "internal-error.log").write_text(traceback.format_exc())
+            res = results.RunResult(command="", out_dir=out / cell.dirname, profile=cell.request.profile,
+                                    cell=cell.id, defect=cell.defect,
+                                    error=f"InternalError: {type(e).__name__}: {e} (traceback in "
+                                          f"{out / cell.dirname / 'internal-error.log'}; please report it)",
+                                    error_verdict=Verdict.ERROR, error_type="InternalError",
+                                    exit_code=InternalError.exit_code)
+        results.write_results(res)
+        return res
+
     def record(k: int, res: results.RunResult) -> None:
         done[k] = (mx.cells[k], res)
         result.cells = [done[i] for i in sorted(done)]
         result.seconds = time.monotonic() - start
         results.write_matrix(result)
 
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs or os.cpu_count() or 1))
-    futures = {pool.submit(one, k, cell): k for k, cell in enumerate(mx.cells)}
+    todo: queue.Queue[int] = queue.Queue()
+    for k in range(len(mx.cells)):
+        todo.put(k)
+    finished: queue.Queue[tuple[int, results.RunResult]] = queue.Queue()
+
+    def worker() -> None:
+        while not hooks_base.stop.is_set():
+            try:
+                k = todo.get_nowait()
+            except queue.Empty:
+                return
+            finished.put((k, guarded(k, mx.cells[k])))
+
+    workers = [threading.Thread(target=worker, name=f"cell-worker-{i}", daemon=True)
+               for i in range(max(1, min(jobs or os.cpu_count() or 1, len(mx.cells))))]
+    for t in workers:
+        t.start()
     try:
-        pending = set(futures)
-        while pending:
-            finished, pending = concurrent.futures.wait(pending, timeout=0.5,
-                                                        return_when=concurrent.futures.FIRST_COMPLETED)
-            for f in finished:
-                record(futures[f], f.result())
+        while len(done) < len(mx.cells):
+            try:
+                record(*finished.get(timeout=0.5))
+            except queue.Empty:
+                if not any(t.is_alive() for t in workers) and finished.empty():
+                    raise InternalError("the matrix's workers ended with cells left") from None
     except BaseException:
         hooks_base.stop.set()
-        for session in list(hooks_base.sessions):
-            session.close()
-        pool.shutdown(wait=True, cancel_futures=True)
-        for f, k in futures.items():
-            if f.done() and not f.cancelled() and f.exception() is None and k not in done:
-                record(k, f.result())
+        killed = CHILDREN.stop()
+        say(f"interrupted: stopping {len(mx.cells) - len(done)} cell(s), {killed} process group(s) killed")
+        end = time.monotonic() + STOP_GRACE
+        while any(t.is_alive() for t in workers) and time.monotonic() < end:
+            try:
+                k, res = finished.get(timeout=0.1)
+                done[k] = (mx.cells[k], res)
+            except queue.Empty:
+                pass
+        while not finished.empty():
+            k, res = finished.get_nowait()
+            done[k] = (mx.cells[k], res)
+        for k, cell in enumerate(mx.cells):
+            if k not in done:
+                done[k] = (cell, _interrupted(cell, out))
+        result.cells = [done[i] for i in sorted(done)]
         raise
     finally:
-        pool.shutdown(wait=True)
         result.seconds = time.monotonic() - start
         results.write_matrix(result)
     return result

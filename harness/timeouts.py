@@ -18,6 +18,15 @@ CYCLE = 90.0
 #: An ordinary guest shell command (mount, echo into sysfs, cat).
 GUEST_COMMAND = 30.0
 
+#: After a kernel Oops on the console, how long the running guest command may still take before
+#: the cycle ends as a crash with the Oops as evidence (an Oops in the shell's own context
+#: kills the shell, so its end marker never comes; one in a kworker lets it finish).
+OOPS_GRACE = 10.0
+
+#: After "Kernel panic - not syncing" on the console, how long QEMU may take to exit
+#: (``panic=-1`` reboots at once, ``-no-reboot`` turns that into QEMU's exit).
+PANIC_GRACE = 10.0
+
 #: A scenario step's ``before`` command (loading a module, writing a sysfs knob).
 STEP_COMMAND = 60.0
 
@@ -33,6 +42,9 @@ APT_QUERY = 60.0
 #: An apt operation on the network (``apt-get update`` of the harness's own lists, ``madison``,
 #: a download) and a LAVA dispatcher validation.
 APT_NETWORK = 120.0
+
+#: A probe of a web server (``harness doctor`` asking lore.kernel.org for its front page).
+NETWORK_PROBE = 10.0
 
 #: ``b4 am`` fetching a thread from lore.
 B4 = 300.0

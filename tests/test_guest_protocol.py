@@ -96,3 +96,91 @@ def test_a_failed_set_up_command_is_an_error_before_any_cycle():
     guest = _Scripted({"echo 1 > /sys/power/pm_print_times": (1, "sh: can't create /sys/power/pm_print_times")})
     with pytest.raises(ScenarioError, match="guest set-up: .*pm_print_times.* exited 1: sh: can't create"):
         suspend.prepare(guest)
+
+
+# Console lines of a real capture: tests/fixtures/linux-6.12.117/console.log (echo c > sysrq-trigger).
+_CAPTURE = os.path.join(os.path.dirname(__file__), "fixtures", "linux-6.12.117", "console.log")
+
+
+def _captured(word: str) -> str:
+    with open(_CAPTURE, errors="replace") as f:
+        return next(line.strip() for line in f if word in line)
+
+
+def test_a_panic_ends_the_command_at_once_with_the_panic_text(tmp_path, monkeypatch):
+    from harness import timeouts
+    monkeypatch.setattr(timeouts, "PANIC_GRACE", 0.5)
+    panic = _captured("Kernel panic - not syncing")
+    with pytest.raises(GuestCrash) as err:
+        with session(tmp_path) as s:
+            s.run(f"echo '{panic}'; sleep 30", timeout=25)
+    assert "kernel panic" in str(err.value) and "sysrq triggered crash" in str(err.value)
+    assert type(err.value) is GuestCrash and err.value.verdict == "FAIL"
+
+
+def test_an_oops_then_silence_ends_the_command_after_the_grace(tmp_path, monkeypatch):
+    from harness import timeouts
+    monkeypatch.setattr(timeouts, "OOPS_GRACE", 0.5)
+    oops = "Internal error: Oops: 0000000096000045 [#1] PREEMPT SMP"
+    with pytest.raises(GuestCrash, match="kernel Oops while running") as err:
+        with session(tmp_path) as s:
+            s.run(f"echo '{oops}'; sleep 30", timeout=25)
+    assert oops in str(err.value)
+
+
+def test_oops_text_in_a_command_that_goes_on_and_finishes_is_only_output(tmp_path, monkeypatch):
+    from harness import timeouts
+    monkeypatch.setattr(timeouts, "OOPS_GRACE", 0.5)
+    with session(tmp_path) as s:  # e.g. dmesg printing an earlier Oops, slowly
+        r = s.run("echo 'Internal error: Oops: 1'; for i in 1 2 3; do sleep 0.3; echo $i; done", timeout=10)
+    assert r.exit_status == 0 and r.output.endswith("1\n2\n3")
+
+
+def test_qemu_killed_by_a_signal_is_an_error_not_a_finding(tmp_path):
+    import signal
+    from harness.errors import QemuKilled
+    with pytest.raises(QemuKilled, match="killed by signal 9") as err:
+        with session(tmp_path) as s:
+            s.run(f"kill -9 {'$$'}", timeout=10)
+    assert err.value.verdict == "ERROR" and signal.SIGKILL == 9
+
+
+def _gone(pid: int, within: float) -> bool:
+    import time
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split(") ")[1].startswith("Z"):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("starter", [
+    "from harness.proc import run, CommandLog; run(['sh', '-c', CMD], CommandLog())",
+    "from harness.guest import GuestSession; from harness.proc import CommandLog; import pathlib; "
+    "GuestSession(['sh', '-c', CMD], pathlib.Path(OUT) / 'c.log', CommandLog()).start()",
+])
+def test_children_die_with_a_harness_killed_by_sigkill(tmp_path, starter):
+    """kill -9 of the harness leaves no command and no guest behind (setpriv --pdeathsig KILL)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    pidfile = tmp_path / "pid"
+    cmd = f"echo $$ > {pidfile}; exec sleep 60"
+    harness = subprocess.Popen([sys.executable, "-c", f"CMD = {cmd!r}; OUT = {str(tmp_path)!r}; {starter}"],
+                               cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        end = time.monotonic() + 10
+        while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < end:
+            time.sleep(0.05)
+        child = int(pidfile.read_text())
+        os.kill(harness.pid, signal.SIGKILL)
+        harness.wait(timeout=10)
+        assert _gone(child, within=5), f"pid {child} outlived the harness"
+    finally:
+        harness.kill()
