@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness import timeouts
-from harness.cache import Cache, atomic_write, content_key
+from harness.cache import Cache, atomic_write, content_key, require_space
 from harness.errors import BuildError, HarnessError
 from harness.kconfig import Request, configure, render
 from harness.proc import CommandLog, run
@@ -97,6 +97,7 @@ def _build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log
         data.update(seconds=0.0, cache_hit=True)
         return BuildResult(**{k: Path(v) if k in _PATH_FIELDS else v for k, v in data.items()})
     fresh = not out_dir.exists()
+    require_space(tree.path, "build")
     ensure_checkout(tree.path, log)
     try:
         configure(tree.path, out_dir, requests, toolchain, log)

@@ -33,9 +33,29 @@ from typing import Iterator, Mapping
 import filelock
 
 from harness import timeouts
-from harness.errors import SetupError
+from harness.errors import DiskFull, SetupError
 
 PROJECT = "virtio-pm-harness"
+
+
+#: Free bytes (under the cache) that a step needs before it starts: apt's arm64 lists and the
+#: guest .debs (~30 MB), a kernel source download and its import into git (~1.7 GB measured),
+#: a kernel build's O= directory (170-215 MB measured) with its worktree checkout (1.5 GB).
+SPACE_NEEDED = {"apt": 64 << 20, "tree": 2 << 30, "build": 2 << 30}
+
+
+def require_space(path: Path, step: str) -> None:
+    """Raise :class:`~harness.errors.DiskFull` (exit 9) unless the filesystem of ``path`` (or
+    its nearest existing parent) has :data:`SPACE_NEEDED` ``[step]`` bytes free: a step on a
+    full disk fails at once, naming the space, instead of half-way (apt even waits for ever)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    st = os.statvfs(probe)
+    free, need = st.f_bavail * st.f_frsize, SPACE_NEEDED[step]
+    if free < need:
+        raise DiskFull(f"{free / 2**20:.0f} MB free on the filesystem of {path}; the {step} step needs "
+                       f"{need / 2**20:.0f} MB: free some space, or set HARNESS_CACHE to a larger filesystem")
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ The grammar is :mod:`harness.cli_args`, each subcommand a function of
 knows the whole pipeline; every stage below is usable alone, as in kunit_tool.
 Typed errors from the stages are caught here and turned into exit codes:
 0 pass, 1 a check failed, 2 usage/configuration, 3 series, 4 apply,
-5 build, 6 boot, 7 guest hang, 8 a host command past its time limit,
-10 an internal error of the harness (traceback in the cache's
+5 build, 6 boot (or QEMU killed), 7 guest hang, 8 a host command past its time limit,
+9 disk full, 10 an internal error of the harness (traceback in the cache's
 internal-errors.log), 130 interrupted.
 """
 
@@ -21,7 +21,7 @@ from harness import bisect, logs
 from harness.cache import Cache
 from harness.cli_args import build_parser
 from harness.commands import COMMANDS
-from harness.errors import HarnessError, InternalError
+from harness.errors import HarnessError, InternalError, disk_full
 
 
 def _raise_interrupt(signum, frame):
@@ -55,13 +55,24 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (harness parse ... | head): stop as a Unix tool does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 128 + signal.SIGPIPE
+    except OSError as e:
+        if (full := disk_full(e, str(cache.root))) is None:
+            return _internal_error(e, args, argv, cache, bisect_exit)
+        print(f"harness {args.command}: error: {full}", file=sys.stderr)
+        return full.exit_code
     except Exception as e:  # a fault of the harness itself: one line here, the traceback in a file
-        crash = cache.root / "internal-errors.log"
-        crash.parent.mkdir(parents=True, exist_ok=True)
-        with open(crash, "a", encoding="utf-8") as f:
-            f.write(f"--- harness {' '.join(argv)}\n{traceback.format_exc()}\n")
-        print(f"harness {args.command}: internal error: {type(e).__name__}: {e} "
-              f"(traceback in {crash}; please report it)", file=sys.stderr)
-        if bisect_exit:
-            return bisect.git_bisect_exit_for_error(InternalError.__name__, InternalError.exit_code)
-        return InternalError.exit_code
+        return _internal_error(e, args, argv, cache, bisect_exit)
+
+
+def _internal_error(e: Exception, args, argv: list[str], cache: Cache, bisect_exit: bool) -> int:
+    """Print one line for an unexpected exception, append its traceback to the cache's
+    internal-errors.log, and return exit 10 (or git bisect's error status)."""
+    crash = cache.root / "internal-errors.log"
+    crash.parent.mkdir(parents=True, exist_ok=True)
+    with open(crash, "a", encoding="utf-8") as f:
+        f.write(f"--- harness {' '.join(argv)}\n{traceback.format_exc()}\n")
+    print(f"harness {args.command}: internal error: {type(e).__name__}: {e} "
+          f"(traceback in {crash}; please report it)", file=sys.stderr)
+    if bisect_exit:
+        return bisect.git_bisect_exit_for_error(InternalError.__name__, InternalError.exit_code)
+    return InternalError.exit_code

@@ -25,7 +25,7 @@ VERDICT_EXIT = {Verdict.PASS: 0, Verdict.XFAIL: 0, Verdict.SKIP: 0, Verdict.FAIL
 #: Which exit status a matrix reports when its cells ended differently: an interrupt, then an
 #: internal error, then a hang, a host command past its limit, then errors of the inputs (usage,
 #: series, apply, build, boot), then a failed check.
-MATRIX_EXIT_ORDER = (130, 10, 7, 8, 2, 3, 4, 5, 6, 1)
+MATRIX_EXIT_ORDER = (130, 10, 9, 7, 8, 2, 3, 4, 5, 6, 1)
 
 
 def _request(args) -> pipeline.Request:

@@ -6,6 +6,8 @@ errors (bad input, exit 2-4) versus failures of the thing under test
 (build, boot, hang: exit 5-7).
 """
 
+import errno
+
 from harness.verdict import Verdict
 
 
@@ -136,6 +138,23 @@ class GuestCrash(HarnessError):
 
 class QemuKilled(GuestCrash):
     """QEMU was killed by a signal (not by the guest): nothing is known about the kernel
-    (exit 1, verdict ERROR)."""
+    (exit 6, as a guest that did not run; verdict ERROR)."""
 
+    exit_code = 6
     verdict = Verdict.ERROR
+
+
+class DiskFull(HarnessError):
+    """The filesystem of the cache (or of a results directory) is full or nearly so (exit 9).
+    Entries are written atomically (harness/cache.py), so nothing half-written is left to use."""
+
+    exit_code = 9
+
+
+def disk_full(e: OSError, where: str) -> DiskFull | None:
+    """The :class:`DiskFull` for an ENOSPC/EDQUOT ``e`` met while writing under ``where``, else None."""
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    return DiskFull(f"no space left on the filesystem of {where} ({e.filename or e.strerror}): free some "
+                    f"space, or set HARNESS_CACHE to a larger filesystem (`harness doctor` shows what is "
+                    f"free); entries being written were removed")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import timeouts
-from harness.cache import Cache, atomic_dir, content_key
+from harness.cache import Cache, atomic_dir, content_key, require_space
 from harness.errors import SetupError, UsageError
 from harness.proc import CommandLog, run, tail
 
@@ -134,6 +134,7 @@ def guest_debs(cache: Cache, log: CommandLog) -> list[Path]:
     if cached:
         return cached
     opts = _apt_options(cache)
+    require_space(cache.root, "apt")
     res = run(["apt-get", *opts, "update"], log)
     if res.returncode != 0:
         raise SetupError(f"apt-get update for arm64 lists failed:\n{tail(res.output)}")
@@ -195,6 +196,7 @@ def linux_source(cache: Cache, log: CommandLog, name: str = DEFAULT_TREE,
         argv, wanted = ["apt-get", *_source_apt_options(cache), "download", f"{package}={version}"], package
     else:
         argv, wanted = ["apt-get", "download", source.package], source.package
+    require_space(src, "tree")
     with tempfile.TemporaryDirectory(dir=src, prefix=".download.") as tmp:
         say(f"download {wanted} (about 150-170 MB) ...")
         res = run(argv, log, cwd=Path(tmp), timeout=APT_DOWNLOAD_TIMEOUT)
@@ -261,6 +263,7 @@ def update_source_lists(cache: Cache, log: CommandLog, suites: tuple[str, ...]) 
     mirror = debian_mirror(log)
     signed = f"[signed-by={DEBIAN_KEYRING}] " if DEBIAN_KEYRING.is_file() else ""
     text = "".join(f"deb {signed}{mirror} {suite} main\n" for suite in suites)
+    require_space(base, "apt")
     (base / "sources.list").write_text(text)
     res = run(["apt-get", *_source_apt_options(cache), "update"], log, timeout=APT_UPDATE_TIMEOUT)
     if res.returncode != 0 or re.search(r"^(E|Err):", res.output, re.M):

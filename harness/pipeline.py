@@ -25,7 +25,7 @@ from typing import Callable
 from harness import (__version__, build, checks, dmesg, expectations, fetch, kcidb, kconfig, model, modules, qemu,
                      results, rootfs, series, suspend, timeouts, toolchain, tree)
 from harness.cache import Cache
-from harness.errors import HarnessError, Interrupted, UsageError
+from harness.errors import HarnessError, Interrupted, UsageError, disk_full
 from harness.guest import GuestSession
 from harness.paths import DATA_ROOT
 from harness.proc import CommandLog
@@ -276,12 +276,16 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
         result.exit_code = 130
         raise
     except Exception as e:  # a fault of the harness: this cell is an ERROR, a matrix's other cells go on
-        (out / "internal-error.log").write_text(traceback.format_exc())
-        result.error = (f"InternalError: {type(e).__name__}: {e} (traceback in {out / 'internal-error.log'}; "
-                        "please report it)")
-        result.error_verdict, result.error_type, result.exit_code = Verdict.ERROR, "InternalError", 10
+        if isinstance(e, OSError) and (full := disk_full(e, str(cache.root))) is not None:
+            result.error, result.error_verdict = f"DiskFull: {full}", Verdict.ERROR
+            result.error_type, result.exit_code = "DiskFull", full.exit_code
+        else:
+            (out / "internal-error.log").write_text(traceback.format_exc())
+            result.error = (f"InternalError: {type(e).__name__}: {e} (traceback in {out / 'internal-error.log'}; "
+                            "please report it)")
+            result.error_verdict, result.error_type, result.exit_code = Verdict.ERROR, "InternalError", 10
     finally:
-        results.write_results(result)
+        results.write_results(result)  # on a full disk this raises: DiskFull at the CLI
         disk = out / "disk.img"
         if disk.exists() and result.error is None and result.verdict == Verdict.PASS:
             disk.unlink()  # up to disk_mb of swap; kept only when the run needs a look
