@@ -121,7 +121,7 @@ class GuestSession:
 
     def _kernel_report(self, first: re.Pattern, lines: int = 40) -> str:
         """The console from the last line matching ``first`` (a panic, an Oops) on, at most ``lines``."""
-        text = self._tail(400).splitlines()
+        text = [line for line in self._tail(400).splitlines() if line.strip()]
         start = max((i for i, line in enumerate(text) if first.search(line)), default=max(0, len(text) - lines))
         return "\n".join(text[start:start + lines])
 

@@ -1,0 +1,253 @@
+"""The fault suite: the faults a lab sees, each caused for real on the default kernel (the build
+tests/test_e2e.py makes, a cache hit here), and what the harness does about it.
+
+Every row asserts the exit status, a message naming the cause, that no QEMU or make of the run
+is left (``/proc``), and that results.json / matrix.json are valid JSON holding what finished.
+The README's fault table lists these rows; the input faults that need no guest (corrupt mbox,
+missing patch, conflict: tests/test_series.py; bad config files: tests/test_schemas.py) are
+there too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from harness.guest import READY_LINE
+
+pytestmark = pytest.mark.e2e
+
+#: A cycle that returns by itself: pm_test=platform, the quickest real cycle.
+QUICK = "pm-test-platform:1"
+
+
+def harness(*args: str, timeout: float = 1800, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def spawn(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def processes(*needles: str) -> dict[int, str]:
+    """Running processes whose command line contains every one of ``needles``."""
+    found = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{d}/stat") as f:
+                if f.read().rsplit(") ", 1)[1].startswith("Z"):
+                    continue
+        except OSError:
+            continue
+        if all(n in cmd for n in needles):
+            found[int(d)] = cmd
+    return found
+
+
+def wait_for(predicate, within: float, what: str):
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        if value := predicate():
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"no {what} within {within:.0f} s")
+
+
+def scenario(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\ndescription: fault suite\n{text}")
+    return str(path)
+
+
+def results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def no_guest_left(out: Path) -> None:
+    assert processes("qemu-system", str(out)) == {}
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    """A clean run first: the default build is in the cache (and its worktree checked out)."""
+    out = tmp_path_factory.mktemp("base")
+    proc = harness("run", "--out", str(out), "--scenario", QUICK)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return results(out)
+
+
+def test_a_guest_panic_ends_the_cycle_at_once_with_the_panic_as_evidence(base_run, tmp_path):
+    path = scenario(tmp_path, "panic", "kind: pm_test\npm_test_level: platform\ncycles: 1\ntimeout: 120\n"
+                                       "before: ['echo c > /proc/sysrq-trigger']\n")
+    out = tmp_path / "out"
+    proc = harness("run", "--out", str(out), "--scenario", path)
+    assert proc.returncode == 1, proc.stderr  # a crash is a finding about the kernel: FAIL
+    doc = results(out)
+    assert doc["verdict"] == "FAIL" and doc["error_type"] == "GuestCrash"
+    assert "kernel panic" in doc["error"] and "Kernel panic - not syncing: sysrq triggered crash" in doc["error"]
+    assert "kernel panic" in proc.stdout + proc.stderr
+    assert "sysrq triggered crash" in (out / "console.log").read_text()
+    no_guest_left(out)
+
+
+def test_a_suspend_with_no_wake_source_in_time_is_a_hang_at_the_cycle_timeout(base_run, tmp_path):
+    path = scenario(tmp_path, "no-wake", "kind: rtc\nwake_seconds: 600\ncycles: 1\ntimeout: 15\n")
+    out = tmp_path / "out"
+    start = time.monotonic()
+    proc = harness("run", "--out", str(out), "--scenario", path)
+    assert proc.returncode == 7, proc.stderr
+    doc = results(out)
+    assert doc["verdict"] == "HANG" and doc["error_type"] == "GuestHang"
+    assert "echo mem > /sys/power/state" in doc["error"] and "within 15 s" in doc["error"]
+    assert "/sys/power/state" in (out / "console.log").read_text()  # the console is kept
+    assert time.monotonic() - start < doc["timings"]["boot"] + 15 + 30  # the timeout, not 90 s
+    no_guest_left(out)
+
+
+def test_qemu_killed_mid_cycle_is_an_error_within_seconds_naming_qemus_end(base_run, tmp_path):
+    path = scenario(tmp_path, "long-wake", "kind: rtc\nwake_seconds: 60\ncycles: 1\ntimeout: 120\n")
+    out = tmp_path / "out"
+    run = spawn("run", "--out", str(out), "--scenario", path)
+    try:
+        console = out / "console.log"
+        wait_for(lambda: console.exists() and "/sys/power/state" in console.read_text(errors="replace"),
+                 300, "suspend on the console")
+        time.sleep(1)
+        (pid,) = processes("qemu-system", str(out))
+        os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        stdout, stderr = run.communicate(timeout=30)
+        assert time.monotonic() - killed < 10
+    finally:
+        run.kill()
+    assert run.returncode == 6, stdout + stderr
+    assert "QEMU was killed by signal 9" in stdout + stderr
+    doc = results(out)
+    assert doc["verdict"] == "ERROR" and doc["error_type"] == "QemuKilled"
+    no_guest_left(out)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_matrix_within_5_s_and_keeps_a_partial_matrix_json(base_run, tmp_path, sig):
+    long = scenario(tmp_path, "many-cycles", "kind: rtc\nwake_seconds: 2\ncycles: 40\n")
+    mx = tmp_path / "faults.yaml"
+    mx.write_text("name: faults\ndescription: two long cells\nprofiles: [virt-mmio, virt-smp1]\n"
+                  f"rows:\n  - revision: baseline-6.12\n    scenarios: [{long}]\n")
+    out = tmp_path / "out"
+    run = spawn("matrix", str(mx), "--out", str(out), "--jobs", "2")
+    try:
+        def booted():
+            logs = list(out.glob("*/console.log"))
+            return logs if any(READY_LINE in p.read_text(errors="replace") for p in logs) else None
+        wait_for(booted, 300, "booted cell")
+        time.sleep(3)  # into the first cycles
+        run.send_signal(sig)
+        signalled = time.monotonic()
+        _, stderr = run.communicate(timeout=60)
+        stopped = time.monotonic() - signalled
+    finally:
+        run.kill()
+    assert run.returncode == 130, stderr
+    assert stopped < 5.0, f"stopped after {stopped:.1f} s"
+    assert processes("qemu-system", str(out)) == {}
+    doc = json.loads((out / "matrix.json").read_text())
+    assert doc["cells_declared"] == 2 and doc["verdict"] == "ERROR"
+    assert all("interrupted" in (c["error"] or "") for c in doc["cells"]), doc["cells"]
+    for cell in out.glob("*/results.json"):
+        json.loads(cell.read_text())  # every file written is whole
+
+
+def test_kill_9_during_a_build_leaves_no_make_and_the_rerun_builds_and_passes(base_run, tmp_path):
+    o_dir = Path(base_run["build"]["out_dir"])
+    worktree = Path(base_run["tree"]["worktree"])
+    # make has something to do again: the build is unfinished (no marker) and one source changed
+    (o_dir / "harness-build.json").unlink()
+    os.utime(worktree / "kernel" / "power" / "suspend.c")
+    run = spawn("build")
+    try:
+        wait_for(lambda: processes("make", f"O={o_dir}"), 300, "make")
+        time.sleep(3)
+        run.kill()  # SIGKILL: no handler of the harness runs
+        run.communicate(timeout=30)
+        wait_for(lambda: not processes("make", f"O={o_dir}"), 5, "end of make after the harness died")
+    finally:
+        run.kill()
+    assert not (o_dir / "harness-build.json").exists()  # the half build is not taken as done
+    out = tmp_path / "out"
+    proc = harness("run", "--out", str(out), "--scenario", QUICK)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = results(out)
+    assert doc["verdict"] == "PASS" and doc["build"]["cache_hit"] is False
+    assert doc["build"]["out_dir"] == str(o_dir) and (o_dir / "harness-build.json").is_file()
+
+
+def test_two_runs_on_one_cache_at_once_both_pass(base_run, tmp_path):
+    runs = [(tmp_path / f"out{i}", spawn("run", "--out", str(tmp_path / f"out{i}"), "--scenario", QUICK))
+            for i in (1, 2)]
+    for out, run in runs:
+        stdout, stderr = run.communicate(timeout=1800)
+        assert run.returncode == 0, stdout + stderr
+        assert results(out)["verdict"] == "PASS"
+        no_guest_left(out)
+
+
+def test_a_failed_arming_command_is_an_error_at_once_with_its_output(base_run, tmp_path):
+    path = scenario(tmp_path, "no-rtc", "kind: rtc\ncycles: 1\nbefore: ['rm /dev/rtc0']\n")
+    out = tmp_path / "out"
+    start = time.monotonic()
+    proc = harness("run", "--out", str(out), "--scenario", path)
+    assert proc.returncode == 1, proc.stderr
+    doc = results(out)
+    assert doc["verdict"] == "ERROR" and doc["error_type"] == "ScenarioError"
+    assert "arming the cycle: `rtcwake -m no -s 2` exited 1" in doc["error"]
+    assert "/dev/rtc0" in doc["error"]  # rtcwake's own message
+    assert time.monotonic() - start < doc["timings"]["boot"] + 30  # not the 90 s cycle timeout
+    no_guest_left(out)
+
+
+def test_a_bad_config_file_exits_2_naming_file_line_and_key(tmp_path):
+    bad = scenario(tmp_path, "bad", "kind: rtc\ncycles: true\n")
+    proc = harness("run", "--out", str(tmp_path / "out"), "--scenario", bad, timeout=60)
+    assert proc.returncode == 2
+    assert f"{bad}:4: cycles: expected an integer >= 1, got true" in proc.stderr
+
+
+def test_a_missing_cross_compiler_exits_2_naming_the_package(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("git", "make", "setpriv", "qemu-system-aarch64", "ccache", "bc", "bison", "flex", "dpkg-deb",
+                 "gcc"):
+        if found := shutil.which(tool):
+            (bin_dir / tool).symlink_to(found)
+    proc = harness("build", env={"PATH": str(bin_dir)}, timeout=60)
+    assert proc.returncode == 2
+    assert "aarch64-linux-gnu-gcc (package gcc-aarch64-linux-gnu)" in proc.stderr
+
+
+def test_a_cache_on_a_full_filesystem_is_a_clear_error_and_nothing_is_half_written(tmp_path):
+    cache = tmp_path / "full"
+    cache.mkdir()
+    # a 2 MB tmpfs as the cache, in a mount namespace of its own (gone with the command)
+    script = (f"mount -t tmpfs -o size=2m tmpfs {cache} && "
+              f"HARNESS_CACHE={cache}/c {sys.executable} -m harness setup; rc=$?; "
+              f"find {cache} -type f; exit $rc")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 9, proc.stderr
+    assert "free on the filesystem of" in proc.stderr and "set HARNESS_CACHE" in proc.stderr
+    assert proc.stdout.strip() == ""  # no file at all in the cache: nothing half-written
