@@ -33,7 +33,7 @@ import pexpect
 
 from harness import timeouts
 from harness.dmesg import PROBLEMS, strip_terminal
-from harness.errors import BootError, GuestCrash, GuestHang, QemuKilled
+from harness.errors import BootError, GuestCrash, GuestHang, QemuKilled, ScenarioError
 from harness.proc import CHILDREN, OUTPUT, CommandLog, die_with_parent
 
 _LOG = logging.getLogger("harness.guest")
@@ -47,6 +47,10 @@ READY_LINE = "harness-init: ready"
 _PANIC = next(rx for kind, rx in PROBLEMS if kind == "panic")
 _OOPS = next(rx for kind, rx in PROBLEMS if kind == "oops")
 _LINE_END = re.compile(r"\n")
+#: The shell refusing the command line (busybox ash: ``sh: syntax error: unexpected ";"``; dash,
+#: in the protocol tests: ``# sh: 1: Syntax error: ...`` after its prompt): the whole line, end marker included,
+#: never runs.
+_SYNTAX = re.compile(r"(?m)(?:^|[#$] )[\w/.-]*sh: (?:\d+: )?[Ss]yntax error[^\r\n]*")
 
 
 @dataclass(frozen=True)
@@ -175,16 +179,20 @@ class GuestSession:
         Oops the console may fall silent for at most :data:`~harness.timeouts.OOPS_GRACE`
         seconds (the Oops text can be the command's own output, e.g. ``dmesg``, which goes on
         printing; an Oops in the shell's context kills the shell, which then says nothing)."""
-        patterns, crash, seen = [end, _PANIC, _OOPS], None, []
+        patterns, crash, seen = [end, _PANIC, _OOPS, _SYNTAX], None, []
         while True:
             wait = deadline - time.monotonic()
-            if crash is not None:
+            if crash is _SYNTAX:
+                wait = min(wait, timeouts.GUEST_SYNTAX_GRACE)
+            elif crash is not None:
                 wait = min(wait, timeouts.PANIC_GRACE if crash is _PANIC else timeouts.OOPS_GRACE)
             try:
                 which = self._child.expect(patterns, timeout=max(0.0, wait))
             except pexpect.EOF:
                 raise self._exited(command) from None
             except pexpect.TIMEOUT:
+                if crash is _SYNTAX and time.monotonic() < deadline:
+                    raise ScenarioError(f"the guest shell refused {command!r}: {syntax}") from None
                 if crash is not None and time.monotonic() < deadline:
                     what = "kernel panic" if crash is _PANIC else "kernel Oops"
                     raise GuestCrash(f"{what} while running {command!r}; the guest said nothing for "
@@ -199,7 +207,11 @@ class GuestSession:
             if which == 0:
                 return "".join(seen)
             seen.append(self._child.after)
-            if crash is None or patterns[which] is _PANIC:
+            if patterns[which] is _SYNTAX:
+                if crash is None:
+                    crash, syntax = _SYNTAX, self._child.after.strip()
+                continue
+            if crash in (None, _SYNTAX) or patterns[which] is _PANIC:
                 crash = patterns[which]
                 self.log.write(f"# guest: {'panic' if crash is _PANIC else 'Oops'} on the console "
                                f"during {command!r}\n")

@@ -27,6 +27,10 @@ OOPS_GRACE = 10.0
 #: (``panic=-1`` reboots at once, ``-no-reboot`` turns that into QEMU's exit).
 PANIC_GRACE = 10.0
 
+#: After the guest shell printed a syntax error, how long the command may still take to end
+#: (a script the command runs may print one and go on); past it the line was refused whole.
+GUEST_SYNTAX_GRACE = 2.0
+
 #: A scenario step's ``before`` command (loading a module, writing a sysfs knob).
 STEP_COMMAND = 60.0
 

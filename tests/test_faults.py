@@ -251,3 +251,17 @@ def test_a_cache_on_a_full_filesystem_is_a_clear_error_and_nothing_is_half_writt
     assert proc.returncode == 9, proc.stderr
     assert "free on the filesystem of" in proc.stderr and "set HARNESS_CACHE" in proc.stderr
     assert proc.stdout.strip() == ""  # no file at all in the cache: nothing half-written
+
+
+def test_a_command_line_the_guest_shell_refuses_is_an_error_at_once_quoting_the_shell(base_run, tmp_path):
+    path = scenario(tmp_path, "bad-shell", "kind: pm_test\npm_test_level: platform\ncycles: 1\n"
+                                           "before: ['(sleep 1; true) &;']\n")
+    out = tmp_path / "out"
+    start = time.monotonic()
+    proc = harness("run", "--out", str(out), "--scenario", path)
+    assert proc.returncode == 1, proc.stderr
+    doc = results(out)
+    assert doc["verdict"] == "ERROR" and doc["error_type"] == "ScenarioError"
+    assert "the guest shell refused '(sleep 1; true) &;': sh: syntax error" in doc["error"]
+    assert time.monotonic() - start < doc["timings"]["boot"] + 30  # not the 60 s step limit
+    no_guest_left(out)

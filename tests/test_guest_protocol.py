@@ -184,3 +184,17 @@ def test_children_die_with_a_harness_killed_by_sigkill(tmp_path, starter):
         assert _gone(child, within=5), f"pid {child} outlived the harness"
     finally:
         harness.kill()
+
+
+def test_a_command_line_the_shell_refuses_is_an_error_at_once_quoting_the_shell(tmp_path):
+    from harness.errors import ScenarioError
+    with pytest.raises(ScenarioError, match="the guest shell refused .*[Ss]yntax error") as err:
+        with session(tmp_path) as s:
+            s.run("(sleep 1; true) &;", timeout=25)
+    assert "sleep 1" in str(err.value)
+
+
+def test_a_syntax_error_printed_by_a_script_that_goes_on_is_only_output(tmp_path):
+    with session(tmp_path) as s:
+        r = s.run("sh -c 'if then' 2>&1; echo went on", timeout=10)
+    assert r.output.endswith("went on") and "yntax error" in r.output
