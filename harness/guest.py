@@ -179,7 +179,7 @@ class GuestSession:
         Oops the console may fall silent for at most :data:`~harness.timeouts.OOPS_GRACE`
         seconds (the Oops text can be the command's own output, e.g. ``dmesg``, which goes on
         printing; an Oops in the shell's context kills the shell, which then says nothing)."""
-        patterns, crash, seen = [end, _PANIC, _OOPS, _SYNTAX], None, []
+        patterns, crash, seen, syntax = [end, _PANIC, _OOPS, _SYNTAX], None, [], ""
         while True:
             wait = deadline - time.monotonic()
             if crash is _SYNTAX:
