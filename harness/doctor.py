@@ -50,12 +50,13 @@ TEST_TOOLS = {"chromium": "chromium", "lava-run": "lava-dispatcher"}
 #: LAVA jobs (``harness lava export`` and tests/test_lava.py).
 LAVA_COMMON_PACKAGE = "lava-common"
 
-#: A temporary name of :func:`harness.cache.atomic_dir`/:func:`~harness.cache.atomic_write`:
-#: ``.NAME.`` + tempfile's 8 random characters + ``.tmp``.
-_ATOMIC_TMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+#: The cache's one temporary-name convention, ``.NAME.<unique>.tmp``: :func:`harness.cache.atomic_dir`
+#: and :func:`~harness.cache.atomic_write` (tempfile's random characters), and the pid-named
+#: partial files of :mod:`harness.rootfs` and :mod:`harness.fetch`.
+_ATOMIC_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
 #: A download directory of :mod:`harness.fetch` (``tempfile.TemporaryDirectory(prefix=".download.")``
-#: in ``debs/`` and ``src/``) and a tarball being moved into ``src/`` (``.tar.tmp``).
-_DOWNLOAD_TMP = re.compile(r"^\.download\.[a-z0-9_]{8}$|^linux-source-.*\.tar\.tmp$")
+#: in ``debs/`` and ``src/``).
+_DOWNLOAD_TMP = re.compile(r"^\.download\.[a-z0-9_]{8}$")
 #: Cache directories whose files belong to other programs (ccache, apt) or are locks.
 _NOT_HARNESS_FILES = {"ccache", "apt-arm64", "apt-sources", "locks"}
 #: How deep under the cache the harness writes atomically (``runs/<matrix>/<cell>/results.json``).

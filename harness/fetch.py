@@ -211,8 +211,9 @@ def linux_source(cache: Cache, log: CommandLog, name: str = DEFAULT_TREE,
             raise SetupError(f"dpkg-deb -x {deb.name} failed:\n{tail(res.output)}")
         tarball = next((unpack / "usr" / "src").glob("linux-source-*.tar.xz"))
         final = src / f"linux-source-{deb_version.replace('~', '_')}.tar.xz"
-        shutil.move(tarball, final.with_suffix(".tmp"))
-        final.with_suffix(".tmp").replace(final)
+        partial = final.with_name(f".{final.name}.{os.getpid()}.tmp")  # a name no other process uses
+        shutil.move(tarball, partial)
+        partial.replace(final)
     return _tarball_info(final)
 
 

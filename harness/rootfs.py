@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,7 @@ def gen_init_cpio(tree: Path, cache: Cache, log: CommandLog) -> Path:
     tool = cache.path("tools", f"gen_init_cpio-{file_sha256(source)[:16]}")
     if tool.is_file():
         return tool
-    tmp = tool.with_suffix(".tmp")
+    tmp = tool.with_name(f".{tool.name}.{os.getpid()}.tmp")  # unique: another harness may build it too
     res = run(["gcc", "-O2", "-o", tmp, source], log)
     if res.returncode != 0:
         raise SetupError(f"building {source} with the host gcc failed:\n{tail(res.output)}")
@@ -130,7 +131,7 @@ def build_initramfs(recipe_dir: Path, sysroot: Path, tree: Path, cache: Cache, l
         return Initramfs(out, file_sha256(out), spec)
     spec_file = atomic_write(out.with_suffix(".spec"), spec)
     tool = gen_init_cpio(tree, cache, log)
-    cpio = out.with_suffix(".cpio-tmp")
+    cpio = out.with_name(f".{out.name}.{os.getpid()}.cpio.tmp")
     try:
         res = run([tool, "-t", str(ARCHIVE_MTIME), spec_file], log, stdout_file=cpio)
         if res.returncode != 0:
