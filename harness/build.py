@@ -8,12 +8,13 @@ switching between revisions.  The key covers the tree commit, the merged
 kconfig fragment and the compiler version, so an unchanged input is a cache
 hit and is not rebuilt.  A build is complete only when ``harness-build.json`` exists in its
 directory (written last, atomically); an interrupted build is resumed by
-``make`` on the next run.
+``make`` on the next run, after the files it wrote are discarded (:func:`discard_unfinished`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -37,6 +38,30 @@ _OTHER_ERROR = re.compile(r"(undefined reference to|^ERROR: |\*\*\* \[|No rule t
 TARGETS = ("Image", "modules")
 
 _MARKER = "harness-build.json"
+#: Touched when a build starts in an ``O=`` directory, removed when it completes: a build
+#: killed half-way (SIGKILL of the harness, an interrupted matrix) leaves it behind.
+_STARTED = "harness-build.started"
+
+
+def discard_unfinished(out_dir: Path, started: Path) -> int:
+    """Delete the files of ``out_dir`` that a killed build wrote (modified at or after
+    ``started``'s time): a compiler or Kbuild's fixdep killed mid-write leaves a truncated
+    object or ``.*.cmd`` file that breaks the next make (measured: ``kernel/irq/.chip.o.cmd:5:
+    *** unterminated call to function 'wildcard'``); make rebuilds what is missing, ccache
+    makes that cheap.  Returns how many files were deleted."""
+    since = started.stat().st_mtime_ns
+    removed = 0
+    for root, _dirs, files in os.walk(out_dir):
+        for name in files:
+            path = Path(root) / name
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                continue
+            if path != started and st.st_mtime_ns >= since:
+                path.unlink()
+                removed += 1
+    return removed
 
 
 @dataclass(frozen=True)
@@ -99,6 +124,12 @@ def _build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log
     fresh = not out_dir.exists()
     require_space(tree.path, "build")
     ensure_checkout(tree.path, log)
+    started = out_dir / _STARTED
+    if started.exists():
+        removed = discard_unfinished(out_dir, started)
+        log.write(f"# {out_dir}: an earlier build was killed here; removed the {removed} file(s) it wrote\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started.touch()
     try:
         configure(tree.path, out_dir, requests, toolchain, log)
     except HarnessError:
@@ -119,6 +150,7 @@ def _build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log
                          tree.commit, toolchain.gcc_version)
     atomic_write(marker, json.dumps({k: str(v) if isinstance(v, Path) else v
                                      for k, v in asdict(result).items()}, indent=2))
+    started.unlink()
     return result
 
 

@@ -61,3 +61,20 @@ def test_the_sources_lock_is_reentrant_here_and_excludes_another_process(tmp_pat
         holder.wait()
     with cache.sources_lock(timeout=5):  # free again once the other process is gone
         pass
+
+
+def test_a_killed_builds_files_are_discarded_and_older_ones_kept(tmp_path):
+    import os
+    from harness.build import discard_unfinished
+    out = tmp_path / "build-x"
+    (out / "kernel" / "irq").mkdir(parents=True)
+    old = out / "kernel" / "irq" / "chip.o"
+    old.write_bytes(b"complete object")
+    os.utime(old, ns=(1_000_000_000, 1_000_000_000))
+    started = out / "harness-build.started"
+    started.touch()
+    os.utime(started, ns=(2_000_000_000, 2_000_000_000))
+    truncated = out / "kernel" / "irq" / ".chip.o.cmd"
+    truncated.write_text("savedcmd_kernel/irq/chip.o := $(wildcard")  # as a killed fixdep leaves it
+    assert discard_unfinished(out, started) == 1
+    assert old.exists() and started.exists() and not truncated.exists()

@@ -172,19 +172,49 @@ def test_a_signal_stops_a_matrix_within_5_s_and_keeps_a_partial_matrix_json(base
         json.loads(cell.read_text())  # every file written is whole
 
 
-def test_kill_9_during_a_build_leaves_no_make_and_the_rerun_builds_and_passes(base_run, tmp_path):
+def unfinish_build(base_run) -> Path:
+    """Give make real work in the default build: its marker gone (an unfinished build, as after
+    a kill) and a header that many files include touched; returns the ``O=`` directory."""
     o_dir = Path(base_run["build"]["out_dir"])
-    worktree = Path(base_run["tree"]["worktree"])
-    # make has something to do again: the build is unfinished (no marker) and one source changed
-    (o_dir / "harness-build.json").unlink()
-    os.utime(worktree / "kernel" / "power" / "suspend.c")
+    (o_dir / "harness-build.json").unlink(missing_ok=True)
+    os.utime(Path(base_run["tree"]["worktree"]) / "include" / "linux" / "pm.h")
+    return o_dir
+
+
+def test_a_signal_during_a_matrix_build_kills_make_and_exits_within_5_s(base_run, tmp_path):
+    o_dir = unfinish_build(base_run)
+    mx = tmp_path / "one.yaml"
+    mx.write_text("name: one\ndescription: one cell\nprofiles: [virt-mmio]\n"
+                  "rows:\n  - revision: baseline-6.12\n    scenarios: [pm-test-platform]\n")
+    out = tmp_path / "out"
+    run = spawn("matrix", str(mx), "--out", str(out))
+    try:
+        wait_for(lambda: processes("make", f"O={o_dir}", " Image"), 300, "make Image")
+        time.sleep(2)
+        run.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        stdout, stderr = run.communicate(timeout=120)
+        stopped = time.monotonic() - signalled
+    finally:
+        run.kill()
+    assert run.returncode == 130, stdout + stderr
+    assert stopped < 5.0, f"stopped after {stopped:.1f} s"
+    assert processes("make", f"O={o_dir}") == {}
+    assert not (o_dir / "harness-build.json").exists()
+    (cell,) = json.loads((out / "matrix.json").read_text())["cells"]
+    assert "interrupted" in cell["error"]
+
+
+def test_kill_9_during_a_build_leaves_no_make_and_the_rerun_builds_and_passes(base_run, tmp_path):
+    o_dir = unfinish_build(base_run)
     run = spawn("build")
     try:
-        wait_for(lambda: processes("make", f"O={o_dir}"), 300, "make")
-        time.sleep(3)
+        wait_for(lambda: processes("make", f"O={o_dir}", " Image"), 300, "make Image")  # not the config step
+        time.sleep(1)
         run.kill()  # SIGKILL: no handler of the harness runs
         run.communicate(timeout=30)
-        wait_for(lambda: not processes("make", f"O={o_dir}"), 5, "end of make after the harness died")
+        # make gets SIGKILL with its parent (a make left alone would run on for a minute)
+        wait_for(lambda: not processes("make", f"O={o_dir}"), 3, "end of make after the harness died")
     finally:
         run.kill()
     assert not (o_dir / "harness-build.json").exists()  # the half build is not taken as done
@@ -194,6 +224,8 @@ def test_kill_9_during_a_build_leaves_no_make_and_the_rerun_builds_and_passes(ba
     doc = results(out)
     assert doc["verdict"] == "PASS" and doc["build"]["cache_hit"] is False
     assert doc["build"]["out_dir"] == str(o_dir) and (o_dir / "harness-build.json").is_file()
+    # what the killed make wrote was discarded first (a truncated .cmd file breaks make)
+    assert "an earlier build was killed here; removed the" in (out / "commands.log").read_text()
 
 
 def test_two_runs_on_one_cache_at_once_both_pass(base_run, tmp_path):
