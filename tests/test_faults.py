@@ -82,6 +82,20 @@ def no_guest_left(out: Path) -> None:
     assert processes("qemu-system", str(out)) == {}
 
 
+def run_fault(tmp_path: Path, name: str, text: str, exit_status: int, verdict: str, error_type: str):
+    """``harness run`` of scenario ``text`` that must end with ``exit_status``, ``verdict`` and
+    ``error_type``, leaving no guest; returns (output, results.json, seconds after the boot)."""
+    out = tmp_path / "out"
+    start = time.monotonic()
+    proc = harness("run", "--out", str(out), "--scenario", scenario(tmp_path, name, text))
+    seconds = time.monotonic() - start
+    assert proc.returncode == exit_status, proc.stdout + proc.stderr
+    doc = results(out)
+    assert (doc["verdict"], doc["error_type"]) == (verdict, error_type)
+    no_guest_left(out)
+    return proc.stdout + proc.stderr, doc, seconds - doc["timings"]["boot"]
+
+
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory):
     """A clean run first: the default build is in the cache (and its worktree checked out)."""
@@ -92,31 +106,19 @@ def base_run(tmp_path_factory):
 
 
 def test_a_guest_panic_ends_the_cycle_at_once_with_the_panic_as_evidence(base_run, tmp_path):
-    path = scenario(tmp_path, "panic", "kind: pm_test\npm_test_level: platform\ncycles: 1\ntimeout: 120\n"
-                                       "before: ['echo c > /proc/sysrq-trigger']\n")
-    out = tmp_path / "out"
-    proc = harness("run", "--out", str(out), "--scenario", path)
-    assert proc.returncode == 1, proc.stderr  # a crash is a finding about the kernel: FAIL
-    doc = results(out)
-    assert doc["verdict"] == "FAIL" and doc["error_type"] == "GuestCrash"
+    output, doc, _ = run_fault(tmp_path, "panic", "kind: pm_test\npm_test_level: platform\ncycles: 1\n"
+                               "before: ['echo c > /proc/sysrq-trigger']\n", 1, "FAIL", "GuestCrash")
     assert "kernel panic" in doc["error"] and "Kernel panic - not syncing: sysrq triggered crash" in doc["error"]
-    assert "kernel panic" in proc.stdout + proc.stderr
-    assert "sysrq triggered crash" in (out / "console.log").read_text()
-    no_guest_left(out)
+    assert "kernel panic" in output
+    assert "sysrq triggered crash" in (tmp_path / "out" / "console.log").read_text()
 
 
 def test_a_suspend_with_no_wake_source_in_time_is_a_hang_at_the_cycle_timeout(base_run, tmp_path):
-    path = scenario(tmp_path, "no-wake", "kind: rtc\nwake_seconds: 600\ncycles: 1\ntimeout: 15\n")
-    out = tmp_path / "out"
-    start = time.monotonic()
-    proc = harness("run", "--out", str(out), "--scenario", path)
-    assert proc.returncode == 7, proc.stderr
-    doc = results(out)
-    assert doc["verdict"] == "HANG" and doc["error_type"] == "GuestHang"
+    _, doc, seconds = run_fault(tmp_path, "no-wake", "kind: rtc\nwake_seconds: 600\ncycles: 1\ntimeout: 15\n",
+                                7, "HANG", "GuestHang")
     assert "echo mem > /sys/power/state" in doc["error"] and "within 15 s" in doc["error"]
-    assert "/sys/power/state" in (out / "console.log").read_text()  # the console is kept
-    assert time.monotonic() - start < doc["timings"]["boot"] + 15 + 30  # the timeout, not 90 s
-    no_guest_left(out)
+    assert "/sys/power/state" in (tmp_path / "out" / "console.log").read_text()  # the console is kept
+    assert seconds < 15 + 30  # the scenario's timeout, not the default 90 s
 
 
 def test_qemu_killed_mid_cycle_is_an_error_within_seconds_naming_qemus_end(base_run, tmp_path):
@@ -239,17 +241,11 @@ def test_two_runs_on_one_cache_at_once_both_pass(base_run, tmp_path):
 
 
 def test_a_failed_arming_command_is_an_error_at_once_with_its_output(base_run, tmp_path):
-    path = scenario(tmp_path, "no-rtc", "kind: rtc\ncycles: 1\nbefore: ['rm /dev/rtc0']\n")
-    out = tmp_path / "out"
-    start = time.monotonic()
-    proc = harness("run", "--out", str(out), "--scenario", path)
-    assert proc.returncode == 1, proc.stderr
-    doc = results(out)
-    assert doc["verdict"] == "ERROR" and doc["error_type"] == "ScenarioError"
+    _, doc, seconds = run_fault(tmp_path, "no-rtc", "kind: rtc\ncycles: 1\nbefore: ['rm /dev/rtc0']\n",
+                                1, "ERROR", "ScenarioError")
     assert "arming the cycle: `rtcwake -m no -s 2` exited 1" in doc["error"]
     assert "/dev/rtc0" in doc["error"]  # rtcwake's own message
-    assert time.monotonic() - start < doc["timings"]["boot"] + 30  # not the 90 s cycle timeout
-    no_guest_left(out)
+    assert seconds < 30  # not the 90 s cycle timeout
 
 
 def test_a_bad_config_file_exits_2_naming_file_line_and_key(tmp_path):
@@ -286,14 +282,7 @@ def test_a_cache_on_a_full_filesystem_is_a_clear_error_and_nothing_is_half_writt
 
 
 def test_a_command_line_the_guest_shell_refuses_is_an_error_at_once_quoting_the_shell(base_run, tmp_path):
-    path = scenario(tmp_path, "bad-shell", "kind: pm_test\npm_test_level: platform\ncycles: 1\n"
-                                           "before: ['(sleep 1; true) &;']\n")
-    out = tmp_path / "out"
-    start = time.monotonic()
-    proc = harness("run", "--out", str(out), "--scenario", path)
-    assert proc.returncode == 1, proc.stderr
-    doc = results(out)
-    assert doc["verdict"] == "ERROR" and doc["error_type"] == "ScenarioError"
+    _, doc, seconds = run_fault(tmp_path, "bad-shell", "kind: pm_test\npm_test_level: platform\ncycles: 1\n"
+                                "before: ['(sleep 1; true) &;']\n", 1, "ERROR", "ScenarioError")
     assert "the guest shell refused '(sleep 1; true) &;': sh: syntax error" in doc["error"]
-    assert time.monotonic() - start < doc["timings"]["boot"] + 30  # not the 60 s step limit
-    no_guest_left(out)
+    assert seconds < 30  # not the 60 s step limit
