@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +39,60 @@ _OTHER_ERROR = re.compile(r"(undefined reference to|^ERROR: |\*\*\* \[|No rule t
 TARGETS = ("Image", "modules")
 
 _MARKER = "harness-build.json"
+
+#: A Kbuild step in quiet output: ``  CC      kernel/fork.o``, ``  CC [M]  drivers/...``, ``  LD      vmlinux``.
+_STEP = re.compile(rb"^  [A-Z][A-Z0-9_]+ ", re.M)
+
+#: Seconds between two progress reports of a running build (plain lines, CI logs included).
+PROGRESS_INTERVAL = 30.0
+
+#: The steps each (kernel version, kconfig) last needed: the progress bar's 100 %.
+_STEPS_FILE = "build-steps.json"
+
+
+@dataclass(frozen=True)
+class BuildProgress:
+    """A running build: ``steps`` Kbuild steps done (``CC``, ``LD``, ...) of ``expected`` (the
+    steps the last build of this kernel version and kconfig needed; None when there was none),
+    ``elapsed`` seconds."""
+
+    steps: int
+    expected: int | None
+    elapsed: float
+
+    @property
+    def remaining(self) -> float | None:
+        """Seconds left at the rate so far, or None without an expected count."""
+        if not self.expected or not self.steps or self.steps >= self.expected:
+            return None
+        return self.elapsed * (self.expected - self.steps) / self.steps
+
+    def line(self, width: int = 20) -> str:
+        """``build [#######-------------] 35% 1012/2890 steps, 4m10s elapsed, ~7m45s left``."""
+        def minutes(seconds: float) -> str:
+            return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+        if not self.expected:
+            return f"build: {self.steps} steps, {minutes(self.elapsed)} elapsed (first build of this kconfig)"
+        share = min(1.0, self.steps / self.expected)
+        bar = "#" * round(share * width) + "-" * (width - round(share * width))
+        left = f", ~{minutes(self.remaining)} left" if self.remaining is not None else ""
+        return (f"build [{bar}] {share:4.0%} {self.steps}/{self.expected} steps, "
+                f"{minutes(self.elapsed)} elapsed{left}")
+
+
+def count_steps(build_log: Path) -> int:
+    """The Kbuild steps in ``build_log`` so far (0 when it does not exist yet)."""
+    try:
+        return len(_STEP.findall(build_log.read_bytes()))
+    except FileNotFoundError:
+        return 0
+
+
+def _watch(build_log: Path, expected: int | None, progress, stop: threading.Event) -> None:
+    """Report :class:`BuildProgress` to ``progress`` every :data:`PROGRESS_INTERVAL` s until ``stop``."""
+    start = time.monotonic()
+    while not stop.wait(PROGRESS_INTERVAL):
+        progress(BuildProgress(count_steps(build_log), expected, time.monotonic() - start))
 #: Touched when a build starts in an ``O=`` directory, removed when it completes: a build
 #: killed half-way (SIGKILL of the harness, an interrupted matrix) leaves it behind.
 _STARTED = "harness-build.started"
@@ -100,20 +155,23 @@ def first_error(log_text: str) -> str | None:
     return other
 
 
-def build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log: CommandLog) -> BuildResult:
+def build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log: CommandLog,
+          progress=None) -> BuildResult:
     """Configure and build ``Image`` and ``modules`` for ``tree``, holding the cache's sources
     lock (the worktree and its ``O=`` directory are not released or built by another process
-    meanwhile).
+    meanwhile).  ``progress(BuildProgress)`` is called every :data:`PROGRESS_INTERVAL` seconds
+    while make runs.
 
     Raises :class:`~harness.errors.ConfigError` if a requested symbol did not
     survive, :class:`BuildError` (exit 5) with the first compiler error and
     the build log path if make fails.
     """
     with Cache(toolchain.cache_root).sources_lock():
-        return _build(tree, requests, toolchain, log)
+        return _build(tree, requests, toolchain, log, progress)
 
 
-def _build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log: CommandLog) -> BuildResult:
+def _build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log: CommandLog,
+           progress=None) -> BuildResult:
     key = build_key(tree, requests, toolchain)
     out_dir = tree.path / f"build-{key}"
     marker = out_dir / _MARKER
@@ -137,9 +195,21 @@ def _build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
     build_log = out_dir / "build.log"
+    steps_file = toolchain.cache_root / _STEPS_FILE
+    steps_key = f"{tree.version} {content_key(render(requests))}"
+    try:
+        expected = json.loads(steps_file.read_text()).get(steps_key)
+    except (FileNotFoundError, ValueError):
+        expected = None
+    stop = threading.Event()
+    if progress is not None:
+        threading.Thread(target=_watch, args=(build_log, expected, progress, stop), daemon=True).start()
     start = time.monotonic()
-    res = run(toolchain.make_argv(tree.path, out_dir, *TARGETS), log, env=toolchain.make_env(),
-              output_file=build_log, timeout=timeouts.build())
+    try:
+        res = run(toolchain.make_argv(tree.path, out_dir, *TARGETS), log, env=toolchain.make_env(),
+                  output_file=build_log, timeout=timeouts.build())
+    finally:
+        stop.set()
     seconds = time.monotonic() - start
     if res.returncode != 0:
         err = first_error(res.output) or "(no compiler error found; see the log)"
@@ -151,6 +221,12 @@ def _build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log
     atomic_write(marker, json.dumps({k: str(v) if isinstance(v, Path) else v
                                      for k, v in asdict(result).items()}, indent=2))
     started.unlink()
+    if fresh:  # a whole build: the count the next build of this version and kconfig will need
+        try:
+            known = json.loads(steps_file.read_text())
+        except (FileNotFoundError, ValueError):
+            known = {}
+        atomic_write(steps_file, json.dumps({**known, steps_key: count_steps(build_log)}, indent=1))
     return result
 
 

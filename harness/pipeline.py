@@ -131,7 +131,7 @@ def build_kernel(req: Request, cache: Cache, log: CommandLog, say: Say) -> Kerne
     requests = kconfig.merge(req.fragment_files())
     say(f"build {applied.describe} ({applied.commit[:12]}) for {tc.arch} ...")
     start = time.monotonic()
-    built = build.build(applied, requests, tc, log)
+    built = build.build(applied, requests, tc, log, progress=lambda p: say(p.line()))
     build_seconds = time.monotonic() - start
     say(f"build: {'cache hit' if built.cache_hit else f'{built.seconds:.1f} s'}, {built.image}")
     return KernelBuild(applied, rev, built, tc, apply_seconds, build_seconds)

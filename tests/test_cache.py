@@ -78,3 +78,14 @@ def test_a_killed_builds_files_are_discarded_and_older_ones_kept(tmp_path):
     truncated.write_text("savedcmd_kernel/irq/chip.o := $(wildcard")  # as a killed fixdep leaves it
     assert discard_unfinished(out, started) == 1
     assert old.exists() and started.exists() and not truncated.exists()
+
+
+def test_build_progress_counts_the_kbuild_steps_of_a_real_build_log(tmp_path):
+    from conftest import FIXTURES
+    from harness.build import BuildProgress, count_steps
+    log = FIXTURES / "build" / "linux-7.2.13-full-build.log"
+    assert count_steps(log) == 1551  # 1555 lines, 4 of them make's Entering/Leaving directory
+    assert count_steps(tmp_path / "not-yet.log") == 0
+    half = BuildProgress(steps=775, expected=1551, elapsed=17.0)
+    assert half.line().startswith("build [##########----------]  50% 775/1551 steps, 0m17s elapsed, ~0m17s left")
+    assert "first build of this kconfig" in BuildProgress(10, None, 5.0).line()
