@@ -38,7 +38,7 @@ _OTHER_ERROR = re.compile(r"(undefined reference to|^ERROR: |\*\*\* \[|No rule t
 #: Kbuild targets for the guest kernel.
 TARGETS = ("Image", "modules")
 
-_MARKER = "harness-build.json"
+MARKER = "harness-build.json"
 
 #: A Kbuild step in quiet output: ``  CC      kernel/fork.o``, ``  CC [M]  drivers/...``, ``  LD      vmlinux``.
 _STEP = re.compile(rb"^  [A-Z][A-Z0-9_]+ ", re.M)
@@ -174,8 +174,9 @@ def _build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log
            progress=None) -> BuildResult:
     key = build_key(tree, requests, toolchain)
     out_dir = tree.path / f"build-{key}"
-    marker = out_dir / _MARKER
+    marker = out_dir / MARKER
     if marker.is_file():
+        marker.touch()  # its mtime is the build's last use (harness gc)
         data = json.loads(marker.read_text())
         data.update(seconds=0.0, cache_hit=True)
         return BuildResult(**{k: Path(v) if k in _PATH_FIELDS else v for k, v in data.items()})

@@ -8,15 +8,19 @@ Layout under the root (``$HARNESS_CACHE``, default
     sysroot/<key>/   arm64 packages unpacked (busybox, rtcwake, libc)
     src/             linux-source tarballs
     trees/<name>/    git repositories imported from tarballs
-    build/<key>/     kernel ``O=`` build directories
+    worktrees/<key>/ applied revisions (git worktrees) with their record ``<key>.json`` and
+                     their kernel ``O=`` build directories ``build-<key>/``
     ccache/          ccache store
     tools/           host tools built from a kernel tree (gen_init_cpio)
     rootfs/          initramfs archives, named by content hash
+    series/<key>/    series fetched with b4
     runs/<id>/       results of runs (console logs, results.json)
+    bisect-steps/    results of bisect steps, reused by later bisects
     locks/           the lock two harness processes on one cache take turns on
 
 Every entry is either complete or absent: files are written to a temporary
 name and renamed, directories are filled under a temporary name and renamed.
+``harness gc`` (:mod:`harness.gc`) removes the entries not used for a while.
 """
 
 from __future__ import annotations
@@ -117,6 +121,13 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def pid_temp_name(path: Path) -> Path:
+    """``path``'s temporary name of this process, ``.NAME.<pid>.tmp`` beside it: for a partial
+    file being written, or an entry being deleted (renamed first, so it stops being an entry at
+    once).  :mod:`harness.doctor` reports such names left behind."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def atomic_write(path: Path, data: bytes | str) -> Path:

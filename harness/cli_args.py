@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness import __version__, fetch, kconfig, timeouts, tree
+from harness import __version__, fetch, gc, kconfig, timeouts, tree
 from harness.paths import DATA_ROOT
 
 
@@ -96,6 +96,41 @@ def _add_guest_options(p: argparse.ArgumentParser) -> None:
                    help=f"seconds to wait for the guest shell (default: {timeouts.BOOT:g})")
 
 
+def _size(text: str) -> int:
+    """argparse type of a size (``20G``, ``500M``): bytes."""
+    try:
+        return gc.parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _days(text: str) -> float:
+    """argparse type of a number of days (>= 0)."""
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not days >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days (>= 0)")
+    return days
+
+
+GC_HELP = f"""\
+Remove what the cache holds and has not used for a while: worktrees, their O= build
+directories, run and bisect-step results, b4 fetches, initramfs archives, downloads and
+what interrupted writes left, least recently used first.
+
+  harness gc --dry-run --max-size 20G     what would go to fit the cache in 20 GiB
+  harness gc --older-than 14              remove what was not used for two weeks
+
+Without --older-than or --max-size: --older-than {gc.DEFAULT_MAX_AGE_DAYS:g}.  Never removed: the
+embedded kernel trees (unless --trees) and their source tarballs, ccache/ (ccache -M sets its
+size), the apt lists, the guest sysroot in use, and anything used in the last hour.  A build
+goes before its worktree, a worktree with its builds.  gc takes the lock a harness holds while
+it applies and builds: while another harness holds it gc exits 2 (--wait: waits).  The git
+records of removed worktrees are dropped; a user's tree keeps everything else."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser for all subcommands."""
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.split("\n")[0])
@@ -168,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the cells and exit")
     p.add_argument("--cell", action="append", metavar="PATTERN",
                    help="run only the cells whose id (revision/profile/scenario) matches; glob, repeatable")
+    p.add_argument("--gc", type=_size, metavar="SIZE",
+                   help="after the run, remove least recently used cache entries until the cache fits in SIZE "
+                        "(20G, 500M), as harness gc --max-size SIZE")
 
     p = sub.add_parser("bisect", parents=[common], help="find the patch of a revision, or the revision, at which a check changes",
                        description=BISECT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -218,6 +256,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("matrix", nargs="?", default="default", help="name in matrices/ or path (default: default)")
     p.add_argument("--cell", action="append", metavar="PATTERN", help="only the cells whose id matches (glob)")
     p.add_argument("--out", type=Path, required=True, help="directory for jobs, device dictionaries and disk images")
+
+    p = sub.add_parser("gc", parents=[common], help="remove cache entries not used for DAYS days or beyond a size budget, "
+                                                    "least recently used first", description=GC_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-n", "--dry-run", action="store_true", help="list what would go, with sizes; remove nothing")
+    p.add_argument("--max-size", type=_size, metavar="SIZE",
+                   help="remove until the cache fits in SIZE: 20G, 500M, 1.5T (powers of 1024, as du -h)")
+    p.add_argument("--older-than", type=_days, metavar="DAYS",
+                   help=f"remove what was not used for DAYS days (default {gc.DEFAULT_MAX_AGE_DAYS:g} "
+                        "when --max-size is not given)")
+    p.add_argument("--trees", action="store_true",
+                   help="let the embedded kernel trees and their source tarballs go too (downloaded and imported "
+                        "again on next use)")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for a running harness to release the cache instead of exiting 2")
+    p.add_argument("--json", action="store_true", help="print what goes and the sizes as JSON")
 
     p = sub.add_parser("report", parents=[common], help="re-render junit.xml, kcidb.json and report.html from a saved run directory")
     p.add_argument("run_dir", type=Path, metavar="RESULTS_DIR", help="a harness run or matrix output directory")

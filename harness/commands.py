@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import (bisect, bisect_report, bisect_run, ci, dmesg, doctor, fetch, lava, matrix, model, pipeline,
+from harness import (bisect, bisect_report, bisect_run, ci, dmesg, doctor, fetch, gc, lava, matrix, model, pipeline,
                      qemu, report, results, scenarios, scheduler, series, terminal, timeouts, toolchain, tree)
 from harness.cache import Cache, atomic_write
 from harness.errors import UsageError
@@ -81,6 +81,10 @@ def cmd_setup(args, cache: Cache) -> int:
 
 def cmd_doctor(args, cache: Cache) -> int:
     return doctor.main(cache, as_json=args.json, network=not args.offline)
+
+
+def cmd_gc(args, cache: Cache) -> int:
+    return gc.main(cache, args.dry_run, args.max_size, args.older_than, args.trees, args.json, args.wait, say)
 
 
 def cmd_series(args, cache: Cache) -> int:
@@ -261,6 +265,8 @@ def cmd_matrix(args, cache: Cache) -> int:
         result = scheduler.run_matrix(mx, out.resolve(), cache, say, args.jobs, progress.stage)
     terminal.print_matrix(result)
     _write_reports(out.resolve())
+    if args.gc is not None:
+        gc.after_run(cache, args.gc, say)
     return matrix_exit([exit_code(run.verdict, run.exit_code) for _, run in result.cells])
 
 
@@ -338,4 +344,5 @@ def cmd_parse(args, cache: Cache) -> int:
 
 #: The function of each subcommand: ``(args, cache) -> exit status``.
 COMMANDS = {"setup": cmd_setup, "doctor": cmd_doctor, "series": cmd_series, "apply": cmd_apply, "build": cmd_build,
-            "boot": cmd_boot, "run": cmd_run, "matrix": cmd_matrix, "bisect": cmd_bisect, "report": cmd_report, "ci": cmd_ci, "lava": cmd_lava, "parse": cmd_parse}
+            "boot": cmd_boot, "run": cmd_run, "matrix": cmd_matrix, "bisect": cmd_bisect, "report": cmd_report, "ci": cmd_ci, "lava": cmd_lava, "parse": cmd_parse,
+            "gc": cmd_gc}

@@ -31,6 +31,10 @@ PANIC_GRACE = 10.0
 #: (a script the command runs may print one and go on); past it the line was refused whole.
 GUEST_SYNTAX_GRACE = 2.0
 
+#: How long ``harness gc`` waits for the cache's sources lock before it says another harness is
+#: running and removes nothing (``--wait`` waits as long as a build may take).
+GC_LOCK_WAIT = 10.0
+
 #: A scenario step's ``before`` command (loading a module, writing a sysfs knob).
 STEP_COMMAND = 60.0
 

@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import timeouts
 from harness.cache import Cache, atomic_dir, atomic_write, content_key
 from harness.errors import ApplyError, SetupError, UsageError
 from harness.fetch import DEFAULT_TREE, EMBEDDED_TREES, linux_source
@@ -153,6 +154,9 @@ _AM_HUNK = re.compile(r"^error: patch failed: (?P<file>\S+):(?P<line>\d+)$", re.
 _AM_FILE = re.compile(r"^error: (?P<file>\S+): (?P<why>patch does not apply|does not exist in index|already exists in index)$", re.M)
 _AM_CONFLICT = re.compile(r"^CONFLICT \([^)]*\): Merge conflict in (?P<file>\S+)$", re.M)
 
+#: The line of a linked worktree's ``.git`` file naming git's record of it (builtin/worktree.c).
+_GITDIR_LINE = re.compile(r"gitdir: (?P<dir>.+)")
+
 #: Committer used for applied patches: with ``--committer-date-is-author-date`` the
 #: commit ids of an applied revision are the same on every machine and every run.
 _AM_IDENTITY = {"GIT_COMMITTER_NAME": "virtio-pm-harness", "GIT_COMMITTER_EMAIL": "harness@localhost"}
@@ -242,8 +246,11 @@ def ensure_checkout(path: Path, log: CommandLog) -> None:
 def _release(path: Path, record: dict) -> None:
     """Delete the source files of the worktree at ``path``, keeping ``.git`` and ``build-*``.
     The record says released before any file goes, so an interrupted release is restored in
-    full by :func:`ensure_checkout`."""
+    full by :func:`ensure_checkout`.  The record keeps its mtime: it is the worktree's last use
+    (:func:`release_checkouts`, ``harness gc``), and a release is no use."""
+    last_used = path.with_suffix(".json").stat()
     _write_record(path, {**record, "checked_out": False})
+    os.utime(path.with_suffix(".json"), ns=(last_used.st_atime_ns, last_used.st_mtime_ns))
     for entry in path.iterdir():
         if entry.name == ".git" or entry.name.startswith("build-"):
             continue
@@ -334,6 +341,55 @@ def _apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: 
     _write_record(final, {"commit": commit, "describe": describe, "base": base,
                           "patch_commits": applied, "checked_out": True})
     return AppliedTree(final, commit, describe, kt, base, series_version, applied)
+
+
+def worktree_admin(path: Path) -> Path | None:
+    """git's administrative directory of the linked worktree at ``path``
+    (``<repository>/.git/worktrees/<name>``, from the ``gitdir:`` line of ``path/.git``), or None
+    when ``path`` has no such ``.git`` file (not a worktree, or its ``.git`` is gone)."""
+    try:
+        text = (path / ".git").read_text(errors="replace")
+    except OSError:
+        return None
+    m = _GITDIR_LINE.match(text)
+    return (path / m["dir"].strip()).resolve() if m else None
+
+
+def worktree_repository(admin: Path) -> Path:
+    """The git directory (``<repository>/.git``) that owns the worktree administrative directory
+    ``admin`` (its ``commondir`` file, else the directory two levels up)."""
+    try:
+        common = (admin / "commondir").read_text().strip()
+    except OSError:
+        common = "../.."
+    return (admin / common).resolve()
+
+
+def unregister_worktree(admin: Path, log: CommandLog) -> str | None:
+    """Drop git's record (``admin``, see :func:`worktree_admin`) of a linked worktree whose
+    directory was moved away or deleted: ``git worktree remove --force <its old path>`` in the
+    repository that owns it, which deletes that one record and nothing else, so a user's
+    repository keeps its other worktrees (even stale ones), branches, index and stash.
+
+    Returns None when there is no record left (or no repository to keep one), else why it was
+    left (a directory is back at the old path, git failed); raises
+    :class:`~harness.errors.CommandTimeout` past :data:`harness.timeouts.COMMAND` seconds."""
+    if not admin.is_dir():
+        return None
+    repository = worktree_repository(admin)
+    if not (repository / "worktrees").is_dir():
+        return None  # the repository is gone (a test's, a deleted clone), and its records with it
+    try:
+        old = Path(os.path.normpath(admin / (admin / "gitdir").read_text().strip())).parent  # may be relative
+    except OSError as e:
+        return f"git's record {admin} has no readable gitdir file ({e.strerror})"
+    if old.exists():
+        return f"{old} is a directory again; its record {admin} stays"
+    res = run(["git", "--git-dir", repository, "worktree", "remove", "--force", old], log,
+              timeout=timeouts.COMMAND)
+    if res.returncode != 0:
+        return f"git worktree remove --force {old} in {repository} failed: {tail(res.output, 3)}"
+    return None
 
 
 def _remove_worktree(kt: KernelTree, path: Path, log: CommandLog) -> None:
