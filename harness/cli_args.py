@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness import __version__, fetch, gc, kconfig, timeouts, tree
+from harness import __version__, fetch, gc, kconfig, model, timeouts, tree
 from harness.paths import DATA_ROOT
 
 
@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pm-test-cycles", type=int, default=1, help="pm_test=platform cycles (default 1)")
     p.add_argument("--hibernate-cycles", type=int, default=0,
                    help="hibernation test_resume cycles with swap on the virtio-blk disk (default 0)")
-    p.add_argument("--wake-seconds", type=int, default=2, help="RTC alarm delay in seconds (default 2)")
+    p.add_argument("--wake-seconds", type=int, default=model.DEFAULT_WAKE_SECONDS,
+                   help=f"RTC alarm delay in seconds (default {model.DEFAULT_WAKE_SECONDS})")
     p.add_argument("--cycle-timeout", type=float, default=timeouts.CYCLE, metavar="SECONDS",
                    help=f"seconds a suspend may take before the guest counts as hung (default {timeouts.CYCLE:g})")
     g = p.add_argument_group("git bisect run", GIT_BISECT_RUN_HELP)

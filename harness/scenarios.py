@@ -45,7 +45,7 @@ def load_scenario(path: Path) -> model.Scenario:
         steps = tuple(_step(entry) for entry in data["steps"])
     else:
         steps = (_step(data),) * data.get("cycles", 1)
-    return model.Scenario(data["name"], data["kind"], steps, data.get("wake_seconds", 2),
+    return model.Scenario(data["name"], data["kind"], steps, data.get("wake_seconds", model.DEFAULT_WAKE_SECONDS),
                           data.get("pm_test_level", "platform"), float(data.get("timeout", timeouts.CYCLE)),
                           data.get("description", "").strip())
 

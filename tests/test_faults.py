@@ -243,7 +243,7 @@ def test_two_runs_on_one_cache_at_once_both_pass(base_run, tmp_path):
 def test_a_failed_arming_command_is_an_error_at_once_with_its_output(base_run, tmp_path):
     _, doc, seconds = run_fault(tmp_path, "no-rtc", "kind: rtc\ncycles: 1\nbefore: ['rm /dev/rtc0']\n",
                                 1, "ERROR", "ScenarioError")
-    assert "arming the cycle: `rtcwake -m no -s 2` exited 1" in doc["error"]
+    assert "arming the cycle: `rtcwake -m no -s 1` exited 1" in doc["error"]
     assert "/dev/rtc0" in doc["error"]  # rtcwake's own message
     assert seconds < 30  # not the 90 s cycle timeout
 

@@ -86,7 +86,7 @@ def test_a_failed_arming_command_ends_the_cycle_at_once_naming_it():
     guest = _Scripted({"rtcwake": (1, "rtcwake: /dev/rtc0: unable to find device: No such file or directory")})
     with pytest.raises(ScenarioError) as err:
         suspend.run_cycle(guest, scenarios.find_scenario("s2idle-rtc"), 1)
-    assert "arming the cycle: `rtcwake -m no -s 2` exited 1: rtcwake: /dev/rtc0: unable to find device" in str(err.value)
+    assert "arming the cycle: `rtcwake -m no -s 1` exited 1: rtcwake: /dev/rtc0: unable to find device" in str(err.value)
     assert not any("/sys/power/state" in c for c in guest.commands)  # never suspended, so no HANG to wait out
 
 
