@@ -6,6 +6,8 @@
 #                     MATRIX=defects runs every injected defect and error path on both
 #   make check        the test suite (unit tests on captured logs + end-to-end guest tests)
 #   make setup        host packages (apt), the Python venv, and the cached downloads
+#                     (SETUP_ARGS="--tree debian-7.2": only that kernel tree, as CI build jobs do)
+#   make setup-run    only what booting prebuilt kernels needs (QEMU, the venv): CI cell jobs
 #   make bench        speed and size figures into bench.json (a script, not a test)
 
 SHELL := /bin/bash
@@ -16,6 +18,8 @@ PY := $(VENV)/bin/python
 MATRIX ?= default
 OUT ?= results/test-arm64/$(notdir $(basename $(MATRIX)))
 HARNESS_ARGS ?=
+# Arguments of `harness setup` in make setup (e.g. --tree debian-7.2).
+SETUP_ARGS ?=
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -26,14 +30,20 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 HOST_PACKAGES := gcc-aarch64-linux-gnu qemu-system-arm ccache bc bison flex cpio kmod \
 	libssl-dev libelf-dev git make gcc libc6-dev python3-venv ca-certificates \
 	chromium fonts-dejavu-core lava-common lava-dispatcher
+# What a job that only boots prebuilt kernels (harness matrix --prebuilt) needs.
+RUN_PACKAGES := qemu-system-arm git make python3-venv ca-certificates
 
-.PHONY: setup host-packages venv test-arm64 test-defects check check-unit bench clean-results
+.PHONY: setup setup-run host-packages venv test-arm64 test-defects check check-unit bench clean-results
 
 # Last, harness doctor checks the result: a table of what is there, the command that fixes
 # each gap, and exit 2 (make stops) when something required is still missing.
 setup: host-packages venv
-	$(PY) -m harness setup
+	$(PY) -m harness setup $(SETUP_ARGS)
 	$(PY) -m harness doctor
+
+setup-run:
+	$(MAKE) host-packages HOST_PACKAGES="$(RUN_PACKAGES)"
+	$(MAKE) venv
 
 host-packages:
 	@missing=$$(for p in $(HOST_PACKAGES); do \

@@ -207,6 +207,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gc", type=_size, metavar="SIZE",
                    help="after the run, remove least recently used cache entries until the cache fits in SIZE "
                         "(20G, 500M), as harness gc --max-size SIZE")
+    p.add_argument("--prebuilt", type=Path, metavar="DIR",
+                   help="boot the kernels, modules and initramfs `harness prebuild --out DIR` wrote instead of "
+                        "building (no tree, no compiler); refuses a build whose recorded key is not the cell's")
+
+    p = sub.add_parser("prebuild", parents=[common],
+                       help="build the guest artifacts of a matrix's distinct builds into DIR/<build id>/ "
+                            "for `harness matrix --prebuilt DIR` (build once, boot many)")
+    p.add_argument("matrix", nargs="?", default="default",
+                   help="name in matrices/ or path to a matrix YAML file (default: default)")
+    p.add_argument("--cell", action="append", metavar="PATTERN",
+                   help="only the builds these cells need (glob on the cell id, repeatable)")
+    p.add_argument("--build", action="append", metavar="ID",
+                   help="only this build (an id from --list); repeatable")
+    p.add_argument("--list", action="store_true", help="list the distinct builds and their cells, and exit")
+    p.add_argument("--kconfig", metavar="FRAGMENT", action="append", help="kconfig fragments for every cell")
+    p.add_argument("-j", "--jobs", type=int, metavar="N", help="make -j (default: number of CPUs)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="directory to write DIR/<build id>/ into (required "
+                                                            "unless --list)")
 
     p = sub.add_parser("bisect", parents=[common], help="find the patch of a revision, or the revision, at which a check changes",
                        description=BISECT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)

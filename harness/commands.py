@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import (bisect, bisect_report, bisect_run, ci, dmesg, doctor, fetch, gc, lava, matrix, model, pipeline,
-                     qemu, report, results, scenarios, scheduler, series, terminal, timeouts, toolchain, tree)
+                     prebuilt, qemu, report, results, scenarios, scheduler, series, terminal, timeouts, toolchain, tree)
 from harness.cache import Cache, atomic_write
-from harness.errors import UsageError
+from harness.errors import HarnessError, UsageError
 from harness.guest import GuestSession
 from harness.logs import run_log, say
 from harness.proc import CommandLog
@@ -262,12 +262,57 @@ def cmd_matrix(args, cache: Cache) -> int:
         f"matrix-{mx.name}-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     with run_log(out.resolve() / "harness.log"), terminal.MatrixProgress(mx.cells) as progress:
         say(f"matrix {mx.name}: {len(mx.cells)} cells into {out}")
-        result = scheduler.run_matrix(mx, out.resolve(), cache, say, args.jobs, progress.stage)
+        artifacts = prebuilt.PrebuiltArtifacts(args.prebuilt.resolve()) if args.prebuilt else None
+        if artifacts:
+            say(f"boot prebuilt artifacts from {artifacts.root} (no builds)")
+        result = scheduler.run_matrix(mx, out.resolve(), cache, say, args.jobs, progress.stage, artifacts=artifacts)
     terminal.print_matrix(result)
     _write_reports(out.resolve())
     if args.gc is not None:
         gc.after_run(cache, args.gc, say)
     return matrix_exit([exit_code(run.verdict, run.exit_code) for _, run in result.cells])
+
+
+def cmd_prebuild(args, cache: Cache) -> int:
+    """``harness prebuild``: each distinct build of the selected cells into ``--out/<build id>/``
+    (:func:`harness.prebuilt.export`).  A build that fails, or whose series cannot be had, is
+    recorded there too (the cells booting it report the same error or SKIP); the exit status
+    is the worst of the builds' (as a matrix's), 0 when all were built."""
+    mx = matrix.find_matrix(args.matrix, kconfig_override=tuple(args.kconfig) if args.kconfig else None,
+                            jobs=args.jobs)
+    if args.cell:
+        mx = matrix.select_cells(mx, args.cell)
+    builds = prebuilt.distinct_builds(mx.cells)
+    if args.build:
+        unknown = [b for b in args.build if b not in builds]
+        if unknown:
+            raise UsageError(f"--build {', '.join(unknown)}: not a build of matrix {mx.name} "
+                             f"(see harness prebuild {mx.path.stem} --list: {', '.join(builds)})")
+        builds = {b: cells for b, cells in builds.items() if b in args.build}
+    if args.list:
+        for bid, cells in builds.items():
+            print(f"{bid}  ({len(cells)} cells: {', '.join(c.id for c in cells)})")
+        return 0
+    if args.out is None:
+        raise UsageError("harness prebuild needs --out DIR (or --list)")
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    log = CommandLog(out / "commands.log")
+    codes = []
+    for bid, cells in builds.items():
+        cell = cells[0]
+        start = time.monotonic()
+        try:
+            reason = cell.skip or matrix.unfetchable(cell, cache, log)
+            art = reason if reason else pipeline.prepare_guest(cell.request, cache, log, say)
+        except HarnessError as e:
+            art = e
+            codes.append(e.exit_code)
+            say(f"{bid}: {type(e).__name__}: {e}")
+        where = prebuilt.export(cell.request, art, out)
+        what = ("SKIP: " + art) if isinstance(art, str) else "ERROR" if isinstance(art, HarnessError) else "built"
+        print(f"{where}  ({what}, {time.monotonic() - start:.0f} s, for {len(cells)} cell(s))")
+    return matrix_exit(codes)
 
 
 def matrix_exit(codes: list[int]) -> int:
@@ -344,5 +389,5 @@ def cmd_parse(args, cache: Cache) -> int:
 
 #: The function of each subcommand: ``(args, cache) -> exit status``.
 COMMANDS = {"setup": cmd_setup, "doctor": cmd_doctor, "series": cmd_series, "apply": cmd_apply, "build": cmd_build,
-            "boot": cmd_boot, "run": cmd_run, "matrix": cmd_matrix, "bisect": cmd_bisect, "report": cmd_report, "ci": cmd_ci, "lava": cmd_lava, "parse": cmd_parse,
+            "boot": cmd_boot, "run": cmd_run, "matrix": cmd_matrix, "prebuild": cmd_prebuild, "bisect": cmd_bisect, "report": cmd_report, "ci": cmd_ci, "lava": cmd_lava, "parse": cmd_parse,
             "gc": cmd_gc}

@@ -83,7 +83,9 @@ class KernelBuild:
 class GuestArtifacts:
     """What a guest needs: the tree and build it came from, the initramfs, the profile, and the
     seconds the apply and the kernel build took for this cell (a cell that shares an earlier
-    cell's build: 0 and the seconds it waited)."""
+    cell's build: 0 and the seconds it waited).  Artifacts booted from a ``harness prebuild``
+    directory (:mod:`harness.prebuilt`) carry it as ``prebuilt`` and the recorded series as
+    ``series_doc`` (the :func:`series_record` of the build job; ``series`` is then None)."""
 
     tree: tree.AppliedTree
     series: series.Series | None
@@ -93,6 +95,8 @@ class GuestArtifacts:
     profile: qemu.QemuProfile
     apply_seconds: float = 0.0
     build_seconds: float = 0.0
+    prebuilt: Path | None = None
+    series_doc: dict | None = None
 
 
 def applied_tree(req: Request, cache: Cache, log: CommandLog,
@@ -229,9 +233,12 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
                        "version": art.tree.version, "embedded": art.tree.embedded, "name": art.tree.source.name,
                        "series_version": art.tree.series_version,
                        "patches": [{"index": i, "subject": s, "commit": c} for i, s, c in art.tree.patch_commits]}
-        result.series = series_record(art.series, len(art.tree.patch_commits))
+        result.series = (art.series_doc if art.series_doc is not None
+                         else series_record(art.series, len(art.tree.patch_commits)))
         result.build = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(art.build).items()}
         result.build["config"] = list(req.fragments)
+        if art.prebuilt is not None:
+            result.build["prebuilt"] = str(art.prebuilt)
         result.initramfs = {"path": str(art.initramfs.path), "sha256": art.initramfs.sha256}
         result.versions["gcc"] = art.build.gcc_version
         result.qemu_argv = guest_argv(art, out)

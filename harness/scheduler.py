@@ -60,7 +60,7 @@ def _interrupted(cell: Cell, out: Path) -> results.RunResult:
 
 
 def run_matrix(mx: Matrix, out: Path, cache: Cache, say: Say, jobs: int | None = None,
-               stage: Callable[[Cell, str], None] | None = None) -> MatrixResult:
+               stage: Callable[[Cell, str], None] | None = None, artifacts=None) -> MatrixResult:
     """Run the cells of ``mx`` into ``out/<cell dir>``, up to ``jobs`` at once (default: the CPU
     count), each with its own guest, disk image and console log; builds are shared
     (:class:`SharedArtifacts`).  ``matrix.json`` is rewritten as cells finish, in matrix order.
@@ -74,7 +74,7 @@ def run_matrix(mx: Matrix, out: Path, cache: Cache, say: Say, jobs: int | None =
     workers are daemon threads: one that does not end in time cannot hold the process."""
     result = MatrixResult(mx, out)
     start = time.monotonic()
-    hooks_base = CellHooks(artifacts=SharedArtifacts(cache))
+    hooks_base = CellHooks(artifacts=artifacts or SharedArtifacts(cache))
     done: dict[int, tuple[Cell, results.RunResult]] = {}
 
     def one(k: int, cell: Cell) -> results.RunResult:
