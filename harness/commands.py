@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import (bisect, bisect_report, bisect_run, ci, dmesg, doctor, fetch, lava, matrix, model, pipeline,
+from harness import (bisect, bisect_report, bisect_run, ci, dmesg, doctor, fetch, lava, matrix, model, pipeline, ssh,
                      qemu, report, results, scenarios, scheduler, series, terminal, timeouts, toolchain, tree)
 from harness.cache import Cache, atomic_write
 from harness.errors import UsageError
@@ -116,10 +116,25 @@ def cmd_boot(args, cache: Cache) -> int:
     out = cache.root / "runs" / ("boot-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     log = CommandLog(out / "commands.log")
     art = pipeline.prepare_guest(_request(args), cache, log, say)
-    with GuestSession(pipeline.guest_argv(art, out), out / "console.log", log,
-                      boot_timeout=args.boot_timeout) as session:
-        print(f"guest up after {session.boot_seconds:.2f} s; Ctrl-] leaves (QEMU is then stopped)")
-        session.interact()
+    if not args.ssh:
+        with GuestSession(pipeline.guest_argv(art, out), out / "console.log", log,
+                          boot_timeout=args.boot_timeout) as session:
+            print(f"guest up after {session.boot_seconds:.2f} s; Ctrl-] leaves (QEMU is then stopped)")
+            session.interact()
+        return 0
+    session, target = pipeline.boot_with_ssh(art, out, log, args.boot_timeout, say)
+    try:
+        with session:
+            if target is None:
+                raise UsageError(f"--ssh: the profile {art.profile.name} forwards no port to the guest's sshd "
+                                 "(no hostfwd with {{ ssh_port }} in its -netdev)")
+            ssh.connect(target.port, target.key).close()  # dropbear answers: the printed line works
+            print(f"guest up after {session.boot_seconds:.2f} s; Ctrl-] leaves (QEMU is then stopped)")
+            print(target.command(), flush=True)
+            session.interact()
+    finally:
+        if target is not None:
+            ssh.PORTS.release(target.port)
     return 0
 
 
