@@ -277,8 +277,8 @@ def check_net_traffic(rec: CycleRecord) -> CheckResult:
     ``hostfwd``) or moved no bytes on purpose (not an s2idle cycle)."""
     name, t = "net-traffic", rec.net_traffic
     if t is None:
-        return CheckResult(name, Verdict.SKIP, "no SSH to the guest in this cycle (the QEMU profile "
-                                               "forwards no host port to the guest's port 22)")
+        return CheckResult(name, Verdict.SKIP, "no SSH to the guest in this cycle (the QEMU profile has "
+                                               "no hostfwd to the guest's port 22)")
     if t.skipped:
         return CheckResult(name, Verdict.SKIP, t.skipped)
     ev = (f"bytes: {t.bytes} (both ways)", f"seconds: {t.seconds:.2f}", f"sha256: {t.sha256 or '(none)'}",
