@@ -341,7 +341,11 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
                     say(f"{scenario.name} #{i}/{scenario.cycles}{' ' + step.label if step.label else ''}: "
                         f"{result.cycles[-1].verdict} ({rec.seconds:.2f} s)")
             result.timings["cycles"] = time.monotonic() - start
-            if target is not None:
+            last_traffic = result.cycles[-1].record.net_traffic if result.cycles else None
+            if target is not None and last_traffic is not None and not last_traffic.ok and not last_traffic.skipped:
+                result.notes.append("ssh pull: not tried, the last cycle's net-traffic failed (it would wait out "
+                                    f"{timeouts.SSH_RECONNECT:.0f} s for nothing)")
+            elif target is not None:
                 start = time.monotonic()
                 pulled, notes = pull_guest_state(target, out / "ssh", result.cycles[-1].record.dmesg
                                                  if result.cycles else None)
