@@ -149,6 +149,7 @@ class SshSession:
     def __init__(self, client: paramiko.SSHClient, port: int):
         self.client = client
         self.port = port
+        self._sftp_client: paramiko.SFTPClient | None = None
 
     def __enter__(self) -> "SshSession":
         return self
@@ -163,7 +164,7 @@ class SshSession:
         channel cannot open, breaks off or the command does not finish in time."""
         deadline = time.monotonic() + timeout
         try:
-            chan = self.client.get_transport().open_session(timeout=timeout)
+            chan = self._open_session(deadline)
             chan.set_combine_stderr(True)
             chan.settimeout(max(0.1, timeout))
             chan.exec_command(command)
@@ -189,10 +190,27 @@ class SshSession:
             raise SshError(f"`{command}` over SSH failed: {type(e).__name__}: {e}") from e
         return out.decode(errors="replace"), status
 
+    def _open_session(self, deadline: float) -> paramiko.Channel:
+        """A new session channel.  dropbear now and then refuses one opened right after another
+        channel closed ("Unable to open channel", seen once in 4 cycles): tried again after a
+        pause, until ``deadline``."""
+        while True:
+            try:
+                return self.client.get_transport().open_session(timeout=max(0.1, deadline - time.monotonic()))
+            except paramiko.ChannelException:
+                if time.monotonic() + timeouts.SSH_RETRY_INTERVAL >= deadline:
+                    raise
+                time.sleep(timeouts.SSH_RETRY_INTERVAL)
+
     def _sftp(self, timeout: float) -> paramiko.SFTPClient:
-        sftp = self.client.open_sftp()
-        sftp.get_channel().settimeout(timeout)
-        return sftp
+        """The session's one SFTP channel, opened on first use and kept until :meth:`close`
+        (fewer channel opens and closes: see :meth:`_open_session`)."""
+        if self._sftp_client is None:
+            chan = self._open_session(time.monotonic() + timeout)
+            chan.invoke_subsystem("sftp")
+            self._sftp_client = paramiko.SFTPClient(chan)
+        self._sftp_client.get_channel().settimeout(timeout)
+        return self._sftp_client
 
     def put_bytes(self, data: bytes, remote: str, timeout: float = timeouts.SSH_TRANSFER) -> None:
         """Write ``data`` to the guest file ``remote`` over SFTP; raises :class:`SshError`."""
@@ -215,21 +233,24 @@ class SshSession:
         Path(local).write_bytes(data)
         return Path(local)
 
+    def remove(self, remote: str, timeout: float = timeouts.SSH_COMMAND) -> None:
+        """Delete the guest file ``remote`` over SFTP; raises :class:`SshError`."""
+        self._transfer(lambda sftp: sftp.remove(remote), f"SFTP remove of {remote}", timeout)
+
     def _transfer(self, action, what: str, timeout: float) -> None:
         start = time.monotonic()
         try:
-            sftp = self._sftp(timeout)
-            try:
-                action(sftp)
-            finally:
-                sftp.close()
+            action(self._sftp(timeout))
         except socket.timeout:
             raise SshError(f"{what} did not finish within {timeout:.0f} s") from None
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise SshError(f"{what} failed after {time.monotonic() - start:.1f} s: {type(e).__name__}: {e}") from e
 
     def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the SFTP channel and the connection (idempotent)."""
+        if self._sftp_client is not None:
+            self._sftp_client.close()
+            self._sftp_client = None
         self.client.close()
 
 
@@ -295,7 +316,7 @@ def net_traffic(port: int, key: SshKey, timeout: float = timeouts.SSH_RECONNECT,
             back = s.get_bytes(_GUEST_PAYLOAD)
             moved += len(back)
             mark("get", t)
-            s.run(f"rm -f {_GUEST_PAYLOAD}")
+            s.remove(_GUEST_PAYLOAD)
     except SshError as e:
         return NetTraffic(False, moved, time.monotonic() - start, digest, f"{e}; " + ", ".join(steps))
     seconds = time.monotonic() - start
