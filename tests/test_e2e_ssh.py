@@ -92,3 +92,32 @@ def test_boot_ssh_prints_a_working_ssh_line():
         child.sendcontrol("]")
         child.expect(pexpect.EOF, timeout=30)
         child.close(force=True)
+
+
+def test_a_taken_port_makes_the_boot_retry_with_a_new_one(tmp_path, monkeypatch):
+    """QEMU cannot bind a hostfwd port another process took: the boot is tried again."""
+    import socket
+
+    from harness.cache import Cache
+    from harness.pipeline import Request, boot_with_ssh, prepare_guest
+    from harness.proc import CommandLog
+
+    log = CommandLog(tmp_path / "commands.log")
+    art = prepare_guest(Request(), Cache.from_env(), log, lambda text: None)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    real = ssh.PORTS.allocate
+    ports = iter([taken.getsockname()[1]])
+    monkeypatch.setattr(ssh.PORTS, "allocate", lambda: next(ports, None) or real())
+    said = []
+    session, target = boot_with_ssh(art, tmp_path, log, 120, said.append)
+    try:
+        with session:
+            assert target.port != taken.getsockname()[1]
+            assert any("booting again with a new port" in s for s in said), said
+            with ssh.connect(target.port, target.key) as s:
+                assert s.run("echo ok") == ("ok\n", 0)
+    finally:
+        ssh.PORTS.release(target.port)
+        taken.close()
