@@ -219,12 +219,22 @@ def pull_guest_state(target: ssh.SshTarget, into: Path, last_dmesg: str | None) 
     except HarnessError as e:
         notes.append(f"ssh pull: {e}")
     if last_dmesg is not None and "dmesg.txt" in files:
-        pulled = set((into / "dmesg.txt").read_text(errors="replace").splitlines())
-        missing = [line for line in last_dmesg.splitlines() if line.strip() and line not in pulled]
-        if missing:
-            notes.append(f"dmesg over SFTP lacks {len(missing)} of the last cycle's console-read lines, "
-                         f"first: {missing[0][:200]!r}")
+        note = dmesg_mismatch((into / "dmesg.txt").read_text(errors="replace"), last_dmesg)
+        if note:
+            notes.append(note)
     return files, notes
+
+
+def dmesg_mismatch(pulled: str, console: str) -> str | None:
+    """A note when the kernel log fetched over SFTP (``pulled``) lacks lines of the one read on
+    the console for the last cycle (``console``), else None.  The SFTP copy is read later, so
+    it may have more lines; fewer means one of the two ways lost some."""
+    have = set(pulled.splitlines())
+    missing = [line for line in console.splitlines() if line.strip() and line not in have]
+    if not missing:
+        return None
+    return (f"dmesg over SFTP lacks {len(missing)} of the last cycle's console-read lines, "
+            f"first: {missing[0][:200]!r}")
 
 
 def reproducer(req: Request, scenarios: list[model.Scenario], expect: str | None = None) -> str:

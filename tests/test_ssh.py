@@ -234,3 +234,11 @@ def test_net_traffic_check_fails_when_the_bytes_did_not_move():
     got = checks.check_net_traffic(_rec(NetTraffic(False, 0, 20.0, "ab" * 32, "no SSH to 127.0.0.1:1 within 20 s")))
     assert got.verdict == Verdict.FAIL and "no SSH" in got.summary
     assert "net-traffic" in checks.ALL_CHECKS
+
+
+def test_dmesg_mismatch_is_a_note_only_when_console_lines_are_missing():
+    from harness.pipeline import dmesg_mismatch
+    console = "[  5.1] PM: suspend entry (s2idle)\n[  7.2] PM: suspend exit"
+    assert dmesg_mismatch(console + "\n[  8.0] later line", console) is None
+    note = dmesg_mismatch("[  5.1] PM: suspend entry (s2idle)", console)
+    assert note.startswith("dmesg over SFTP lacks 1 of") and "suspend exit" in note
