@@ -127,6 +127,7 @@ def check_cycle(rec: CycleRecord, facts: GuestFacts, timeline: PmTimeline,
     (see :func:`apply_expectations`)."""
     results = check_pm_cycle(rec, facts, timeline) + check_series(rec, timeline)
     lines = rec.dmesg.split("\n")
+    results += [check_net_traffic(rec)]
     results += [SCENARIO_CHECKS[name](rec, cycle_transition(timeline), lines) for name in extra]
     return apply_expectations(results, expect or {})
 
@@ -266,6 +267,27 @@ def check_devices_work(rec: CycleRecord) -> CheckResult:
     if bad:
         return CheckResult("devices-work", Verdict.FAIL, f"not working: {', '.join(h.name for h in bad)}", ev)
     return CheckResult("devices-work", Verdict.PASS, ", ".join(h.name for h in rec.health), ev)
+
+
+def check_net_traffic(rec: CycleRecord) -> CheckResult:
+    """Real bytes went through virtio-net after resume: a payload of known size and content
+    (:data:`harness.ssh.PAYLOAD_BYTES`) over SSH/SFTP from the host into the guest and back,
+    its sha256 the same all the way.  A link that says ``up`` with rings that did not come
+    back fails here.  SKIP, never PASS, when the cycle had no SSH (a profile without
+    ``hostfwd``) or moved no bytes on purpose (not an s2idle cycle)."""
+    name, t = "net-traffic", rec.net_traffic
+    if t is None:
+        return CheckResult(name, Verdict.SKIP, "no SSH to the guest in this cycle (the QEMU profile has "
+                                               "no hostfwd to the guest's port 22)")
+    if t.skipped:
+        return CheckResult(name, Verdict.SKIP, t.skipped)
+    ev = (f"bytes: {t.bytes} (both ways)", f"seconds: {t.seconds:.2f}", f"sha256: {t.sha256 or '(none)'}",
+          f"detail: {t.detail}")
+    if t.ok:
+        rate = t.bytes / t.seconds / 1024 if t.seconds > 0 else 0.0
+        return CheckResult(name, Verdict.PASS, f"{t.bytes} bytes through virtio-net over SSH in {t.seconds:.2f} s "
+                                               f"({rate:.0f} KiB/s), checksums equal", ev)
+    return CheckResult(name, Verdict.FAIL, f"no traffic through virtio-net after resume: {t.detail}", ev)
 
 
 #: What might_sleep() calls with DEBUG_ATOMIC_SLEEP (kernel/sched/core.c).
@@ -445,4 +467,4 @@ def apply_expectations(results: list[CheckResult], expect: dict[str, str]) -> li
 
 #: Every check name a per-cycle result can carry.
 ALL_CHECKS = ("state-write", "wake-source", "resume-phases", "no-kernel-warnings", "callbacks-returned-0",
-              *SERIES_CHECKS, *SCENARIO_CHECKS)
+              *SERIES_CHECKS, "net-traffic", *SCENARIO_CHECKS)

@@ -7,7 +7,7 @@ Typed errors from the stages are caught here and turned into exit codes:
 0 pass, 1 a check failed, 2 usage/configuration, 3 series, 4 apply,
 5 build, 6 boot (or QEMU killed), 7 guest hang, 8 a host command past its time limit,
 9 disk full, 10 an internal error of the harness (traceback in the cache's
-internal-errors.log), 130 interrupted.
+internal-errors.log), 11 SSH to the guest failed outside a check, 130 interrupted.
 """
 
 from __future__ import annotations

@@ -167,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("boot", parents=[common], help="build, then boot the guest with its console on this terminal")
     _add_guest_options(p)
+    p.add_argument("--ssh", action="store_true",
+                   help="also print an ssh command line that logs in to the guest (127.0.0.1 only, the run's key)")
 
     p = sub.add_parser("run", parents=[common], help="build, boot, run suspend/resume cycles, check and report",
                        formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import (bisect, bisect_report, bisect_run, ci, dmesg, doctor, fetch, gc, lava, matrix, model, pipeline,
-                     prebuilt, qemu, report, results, scenarios, scheduler, series, terminal, timeouts, toolchain, tree)
+                     prebuilt, qemu, report, results, scenarios, scheduler, series, ssh, terminal, timeouts, toolchain,
+                     tree)
 from harness.cache import Cache, atomic_write
 from harness.errors import HarnessError, UsageError
 from harness.guest import GuestSession
@@ -23,9 +24,9 @@ from harness.verdict import Verdict
 VERDICT_EXIT = {Verdict.PASS: 0, Verdict.XFAIL: 0, Verdict.SKIP: 0, Verdict.FAIL: 1, Verdict.XPASS: 1,
                 Verdict.ERROR: 1, Verdict.HANG: 7}
 #: Which exit status a matrix reports when its cells ended differently: an interrupt, then an
-#: internal error, then a hang, a host command past its limit, then errors of the inputs (usage,
+#: internal error, a full disk, then a hang, a host command past its limit, SSH, then errors of the inputs (usage,
 #: series, apply, build, boot), then a failed check.
-MATRIX_EXIT_ORDER = (130, 10, 9, 7, 8, 2, 3, 4, 5, 6, 1)
+MATRIX_EXIT_ORDER = (130, 10, 9, 7, 8, 11, 2, 3, 4, 5, 6, 1)
 
 
 def _request(args) -> pipeline.Request:
@@ -120,10 +121,25 @@ def cmd_boot(args, cache: Cache) -> int:
     out = cache.root / "runs" / ("boot-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
     log = CommandLog(out / "commands.log")
     art = pipeline.prepare_guest(_request(args), cache, log, say)
-    with GuestSession(pipeline.guest_argv(art, out), out / "console.log", log,
-                      boot_timeout=args.boot_timeout) as session:
-        print(f"guest up after {session.boot_seconds:.2f} s; Ctrl-] leaves (QEMU is then stopped)")
-        session.interact()
+    if not args.ssh:
+        with GuestSession(pipeline.guest_argv(art, out), out / "console.log", log,
+                          boot_timeout=args.boot_timeout) as session:
+            print(f"guest up after {session.boot_seconds:.2f} s; Ctrl-] leaves (QEMU is then stopped)")
+            session.interact()
+        return 0
+    session, target = pipeline.boot_with_ssh(art, out, log, args.boot_timeout, say)
+    try:
+        with session:
+            if target is None:
+                raise UsageError(f"--ssh: the profile {art.profile.name} forwards no port to the guest's sshd "
+                                 "(no hostfwd with {{ ssh_port }} in its -netdev)")
+            ssh.connect(target.port, target.key).close()  # dropbear answers: the printed line works
+            print(f"guest up after {session.boot_seconds:.2f} s; Ctrl-] leaves (QEMU is then stopped)")
+            print(target.command(), flush=True)
+            session.interact()
+    finally:
+        if target is not None:
+            ssh.PORTS.release(target.port)
     return 0
 
 

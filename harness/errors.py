@@ -144,6 +144,14 @@ class QemuKilled(GuestCrash):
     verdict = Verdict.ERROR
 
 
+class SshError(HarnessError):
+    """SSH to the guest failed: no connection within its limit (harness/timeouts.py), a refused
+    key, a command or SFTP transfer that broke off or ran past its limit (exit 11, verdict
+    ERROR).  Inside a cycle it is not raised but judged: the ``net-traffic`` check FAILs."""
+
+    exit_code = 11
+
+
 class DiskFull(HarnessError):
     """The filesystem of the cache (or of a results directory) is full or nearly so (exit 9).
     Entries are written atomically (harness/cache.py), so nothing half-written is left to use."""

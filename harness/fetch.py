@@ -29,8 +29,12 @@ from harness.errors import SetupError, UsageError
 from harness.proc import CommandLog, run, tail
 
 #: arm64 packages unpacked into the guest sysroot: busybox for the shell,
-#: util-linux for ``rtcwake`` (dynamic), libc6 for its loader and libc.
-GUEST_PACKAGES = ("busybox-static", "util-linux", "libc6")
+#: util-linux for ``rtcwake`` (dynamic), libc6 for its loader and libc; dropbear-bin for the
+#: guest's sshd with the libraries it needs (``readelf -d``, transitively: libtomcrypt needs
+#: libgmp), and openssh-sftp-server for SFTP (dropbear runs it as /usr/lib/sftp-server).
+GUEST_PACKAGES = ("busybox-static", "util-linux", "libc6",
+                  "dropbear-bin", "libcrypt1", "libtomcrypt1", "libtommath1", "libgmp10", "zlib1g",
+                  "openssh-sftp-server")
 
 
 @dataclass(frozen=True)

@@ -103,13 +103,33 @@ class VirtioDevice:
 
 
 @dataclass(frozen=True)
+class NetTraffic:
+    """Bytes moved through virtio-net over SSH after a resume (:func:`harness.ssh.net_traffic`).
+
+    ``ok``: the payload went host -> guest (SFTP put) and back (SFTP get) with its sha256 the
+    same on the host, in the guest (``sha256sum``) and after the way back; ``bytes``: bytes
+    moved, both ways together; ``seconds``: wall time of connect + both transfers;
+    ``sha256``: the payload's digest; ``detail``: what failed, or the steps' times;
+    ``skipped``: why the cycle moved no bytes on purpose (not an s2idle cycle), else empty.
+    """
+
+    ok: bool
+    bytes: int = 0
+    seconds: float = 0.0
+    sha256: str = ""
+    detail: str = ""
+    skipped: str = ""
+
+
+@dataclass(frozen=True)
 class CycleRecord:
     """One cycle: which scenario, the state write's exit status and message,
     its wall time in seconds, ``/sys/power/pm_wakeup_irq`` (None if empty),
     ``suspend_stats`` counters before and after, the kernel log of the cycle,
     the health probes, the virtio devices' status after the cycle, the
     function graph trace of the noirq callbacks (None when not traced), and
-    the step's label and ``pm_test`` level (None unless a pm_test cycle)."""
+    the step's label and ``pm_test`` level (None unless a pm_test cycle), and the SSH traffic
+    after resume (None when the guest had no SSH: a profile without ``hostfwd``)."""
 
     scenario: str
     kind: str
@@ -126,3 +146,4 @@ class CycleRecord:
     noirq_trace: str | None = None
     step: str = ""
     pm_test_level: str | None = None
+    net_traffic: NetTraffic | None = None

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Callable
 
 from harness import (__version__, build, checks, dmesg, expectations, fetch, kcidb, kconfig, model, modules, qemu,
-                     results, rootfs, series, suspend, timeouts, toolchain, tree)
+                     results, rootfs, series, ssh, suspend, timeouts, toolchain, tree)
 from harness.cache import Cache
-from harness.errors import HarnessError, Interrupted, UsageError, disk_full
+from harness.errors import BootError, HarnessError, Interrupted, UsageError, disk_full
 from harness.guest import GuestSession
 from harness.paths import DATA_ROOT
 from harness.proc import CommandLog
@@ -156,10 +156,89 @@ def prepare_guest(req: Request, cache: Cache, log: CommandLog, say: Say) -> Gues
                           kb.build_seconds)
 
 
-def guest_argv(art: GuestArtifacts, out_dir: Path) -> list[str]:
-    """QEMU's argv for ``art``, with a fresh disk image in ``out_dir``."""
+def guest_argv(art: GuestArtifacts, out_dir: Path, ssh_key: ssh.SshKey | None = None, ssh_port: int = 0) -> list[str]:
+    """QEMU's argv for ``art``, with a fresh disk image in ``out_dir``; with ``ssh_key`` its
+    public half on the kernel command line (:func:`harness.ssh.cmdline_entry`) and
+    ``ssh_port`` forwarded from 127.0.0.1 to the guest's port 22 (if the profile does)."""
     disk = qemu.make_disk(out_dir / "disk.img", art.profile.disk_mb)
-    return qemu.render_argv(art.profile, kernel=art.build.image, initrd=art.initramfs.path, disk=disk)
+    return qemu.render_argv(art.profile, kernel=art.build.image, initrd=art.initramfs.path, disk=disk,
+                            extra_append=ssh.cmdline_entry(ssh_key) if ssh_key else "", ssh_port=ssh_port)
+
+
+#: How many times a boot is tried with a new SSH port when QEMU could not bind the one given
+#: (another process took it between :meth:`harness.ssh.PortPool.allocate` and QEMU's bind).
+SSH_PORT_TRIES = 3
+
+
+def boot_with_ssh(art: GuestArtifacts, out: Path, log: CommandLog, boot_timeout: float,
+                  say: Say = lambda text: None) -> tuple[GuestSession, ssh.SshTarget | None]:
+    """Start a guest (entered :class:`GuestSession`) with a new key in ``out/ssh/`` and a free
+    loopback port; the target is None when the profile forwards no port (no SSH).  Retries
+    the boot with a new port, at most :data:`SSH_PORT_TRIES` times, when QEMU could not bind
+    it; the caller closes the session and gives the port back (``ssh.PORTS.release``).
+    Raises what :class:`GuestSession` raises."""
+    key = ssh.new_key(out / "ssh" / "id_ed25519")
+    for attempt in range(1, SSH_PORT_TRIES + 1):
+        port = ssh.PORTS.allocate()
+        argv = guest_argv(art, out, key, port)
+        target = ssh.SshTarget(port, key) if qemu.forwards_ssh(argv, port) else None
+        if target is None:
+            ssh.PORTS.release(port)
+        session = GuestSession(argv, out / "console.log", log, boot_timeout=boot_timeout)
+        try:
+            session.__enter__()
+            return session, target
+        except BootError:
+            if target is not None:
+                ssh.PORTS.release(port)
+            busy = (out / "console.log").is_file() and qemu.HOSTFWD_BUSY in (out / "console.log").read_text(
+                errors="replace")
+            if not busy or attempt == SSH_PORT_TRIES:
+                raise
+            say(f"QEMU could not bind 127.0.0.1:{port} for SSH (taken meanwhile); booting again with a new port")
+    raise AssertionError("unreachable")
+
+
+def pull_guest_state(target: ssh.SshTarget, into: Path, last_dmesg: str | None) -> tuple[dict, list[str]]:
+    """After the cycles, fetch over SFTP into ``into``: the whole kernel log (``dmesg.txt``),
+    ``interrupts.txt`` and ``suspend_stats.txt`` (``/sys/power/suspend_stats/*``, one
+    ``name value`` line each: busybox tar takes a sysfs file's 4096-byte st_size for its length).  Return
+    (what was fetched: file name -> bytes, notes).  A note says when ``last_dmesg`` (the last
+    cycle's log read on the console) has lines the SFTP dmesg lacks, or why a pull failed;
+    nothing here fails the run."""
+    into.mkdir(parents=True, exist_ok=True)
+    files, notes = {}, []
+    pulls = (("dmesg.txt", "dmesg > /tmp/harness-dmesg.txt", "/tmp/harness-dmesg.txt"),
+             ("interrupts.txt", "cat /proc/interrupts > /tmp/harness-interrupts.txt", "/tmp/harness-interrupts.txt"),
+             ("suspend_stats.txt", "for f in /sys/power/suspend_stats/*; do echo \"${f##*/} $(cat $f)\"; "
+                                   "done > /tmp/harness-stats.txt", "/tmp/harness-stats.txt"))
+    try:
+        with ssh.connect(target.port, target.key, timeouts.SSH_RECONNECT) as s:
+            for name, command, remote in pulls:
+                out, rc = s.run(command)
+                if rc != 0:
+                    notes.append(f"ssh pull: `{command}` exited {rc}: {out.strip()[:200]}")
+                    continue
+                files[name] = s.get(remote, into / name).stat().st_size
+    except HarnessError as e:
+        notes.append(f"ssh pull: {e}")
+    if last_dmesg is not None and "dmesg.txt" in files:
+        note = dmesg_mismatch((into / "dmesg.txt").read_text(errors="replace"), last_dmesg)
+        if note:
+            notes.append(note)
+    return files, notes
+
+
+def dmesg_mismatch(pulled: str, console: str) -> str | None:
+    """A note when the kernel log fetched over SFTP (``pulled``) lacks lines of the one read on
+    the console for the last cycle (``console``), else None.  The SFTP copy is read later, so
+    it may have more lines; fewer means one of the two ways lost some."""
+    have = set(pulled.splitlines())
+    missing = [line for line in console.splitlines() if line.strip() and line not in have]
+    if not missing:
+        return None
+    return (f"dmesg over SFTP lacks {len(missing)} of the last cycle's console-read lines, "
+            f"first: {missing[0][:200]!r}")
 
 
 def reproducer(req: Request, scenarios: list[model.Scenario], expect: str | None = None) -> str:
@@ -216,6 +295,7 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
     KeyboardInterrupt propagates after QEMU is stopped and results are written.
     """
     hooks = hooks or CellHooks()
+    target: ssh.SshTarget | None = None
     out.mkdir(parents=True, exist_ok=True)
     log = CommandLog(out / "commands.log")
     result = results.RunResult(command=command, out_dir=out, profile=req.profile, defect=defect, cell=cell,
@@ -241,16 +321,25 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
             result.build["prebuilt"] = str(art.prebuilt)
         result.initramfs = {"path": str(art.initramfs.path), "sha256": art.initramfs.sha256}
         result.versions["gcc"] = art.build.gcc_version
-        result.qemu_argv = guest_argv(art, out)
         result.console_log = str(out / "console.log")
         say(f"boot {art.profile.name}, console log {result.console_log}")
         hooks.stage("boot")
-        with GuestSession(result.qemu_argv, out / "console.log", log, boot_timeout=req.boot_timeout) as session:
+        session, target = boot_with_ssh(art, out, log, req.boot_timeout, say)
+        with session:
+            result.qemu_argv = session.argv
             result.timings["boot"] = session.boot_seconds or 0.0
             say(f"guest shell after {result.timings['boot']:.2f} s")
             facts = suspend.prepare(session)
             result.guest = facts
             result.versions["kernel"] = facts.kernel_release
+            if target is not None:
+                start = time.monotonic()
+                with ssh.connect(target.port, target.key) as s:  # dropbear must answer before any cycle
+                    release, _ = s.run("uname -r")
+                result.timings["ssh_connect"] = time.monotonic() - start
+                result.ssh = {"port": target.port, "key": str(target.key.path), "uname_r": release.strip(),
+                              "command": target.command()}
+                say(f"ssh: {target.command()}")
             start = time.monotonic()
             for scenario in scenarios:
                 for i in range(1, scenario.cycles + 1):
@@ -258,7 +347,7 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
                         raise Interrupted(f"interrupted before {scenario.name} cycle {i}")
                     step = scenario.steps[i - 1]
                     hooks.stage(f"{scenario.name} {i}/{scenario.cycles}")
-                    rec = suspend.run_cycle(session, scenario, i, facts)
+                    rec = suspend.run_cycle(session, scenario, i, facts, target)
                     dmesg_file = out / f"{scenario.name}-{i}.dmesg"
                     dmesg_file.write_text(rec.dmesg + "\n")
                     if rec.noirq_trace is not None:
@@ -269,6 +358,17 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
                     say(f"{scenario.name} #{i}/{scenario.cycles}{' ' + step.label if step.label else ''}: "
                         f"{result.cycles[-1].verdict} ({rec.seconds:.2f} s)")
             result.timings["cycles"] = time.monotonic() - start
+            last_traffic = result.cycles[-1].record.net_traffic if result.cycles else None
+            if target is not None and last_traffic is not None and not last_traffic.ok and not last_traffic.skipped:
+                result.notes.append("ssh pull: not tried, the last cycle's net-traffic failed (it would wait out "
+                                    f"{timeouts.SSH_RECONNECT:.0f} s for nothing)")
+            elif target is not None:
+                start = time.monotonic()
+                pulled, notes = pull_guest_state(target, out / "ssh", result.cycles[-1].record.dmesg
+                                                 if result.cycles else None)
+                result.ssh["pulled"] = pulled
+                result.notes += notes
+                result.timings["ssh_pull"] = time.monotonic() - start
     except HarnessError as e:
         if hooks.stop.is_set() or isinstance(e, Interrupted):
             result.error, result.error_verdict, result.error_type = INTERRUPTED, Verdict.ERROR, "KeyboardInterrupt"
@@ -292,6 +392,8 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
                             "please report it)")
             result.error_verdict, result.error_type, result.exit_code = Verdict.ERROR, "InternalError", 10
     finally:
+        if target is not None:
+            ssh.PORTS.release(target.port)
         results.write_results(result)  # on a full disk this raises: DiskFull at the CLI
         disk = out / "disk.img"
         if disk.exists() and result.error is None and result.verdict == Verdict.PASS:

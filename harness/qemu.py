@@ -54,11 +54,15 @@ def find_profile(profiles_dir: Path, name: str) -> QemuProfile:
 
 
 def render_argv(profile: QemuProfile, *, kernel: Path, initrd: Path, disk: Path,
-                extra_append: str = "") -> list[str]:
-    """Return the full QEMU argv for ``profile``; raises :class:`ConfigError` on a template error."""
+                extra_append: str = "", ssh_port: int = 0) -> list[str]:
+    """Return the full QEMU argv for ``profile``; raises :class:`ConfigError` on a template error.
+
+    ``extra_append`` is added to the kernel command line; ``ssh_port`` is the loopback port a
+    profile forwards to the guest's port 22 (``hostfwd``), 0 for none."""
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
     values = {f.name: getattr(profile, f.name) for f in fields(QemuProfile) if f.name not in ("args", "path")}
-    values.update(kernel=str(kernel), initrd=str(initrd), disk=str(disk), extra_append=extra_append)
+    values.update(kernel=str(kernel), initrd=str(initrd), disk=str(disk), extra_append=extra_append,
+                  ssh_port=ssh_port)
     argv = [profile.binary]
     for i, template in enumerate(profile.args):
         try:
@@ -66,6 +70,15 @@ def render_argv(profile: QemuProfile, *, kernel: Path, initrd: Path, disk: Path,
         except jinja2.TemplateError as e:
             raise ConfigError(f"{profile.path}: args[{i}] {template!r}: {e}") from e
     return argv
+
+
+def forwards_ssh(argv: list[str], ssh_port: int) -> bool:
+    """Whether ``argv`` (rendered with ``ssh_port``) forwards that loopback port to the guest's sshd."""
+    return bool(ssh_port) and any(f"hostfwd=tcp:127.0.0.1:{ssh_port}-:22" in a for a in argv)
+
+
+#: What QEMU says when the ``hostfwd`` port was taken between allocation and its bind.
+HOSTFWD_BUSY = "Could not set up host forwarding rule"
 
 
 def make_disk(path: Path, size_mb: int) -> Path:

@@ -72,6 +72,8 @@ class RunResult:
     expectations: dict = field(default_factory=dict)
     defect: str | None = None
     skipped: str | None = None
+    ssh: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def undetected(self) -> list[str]:
@@ -148,6 +150,8 @@ def to_json(run: RunResult) -> dict:
         "expectations": run.expectations,
         "defect": run.defect,
         "skipped": run.skipped,
+        "ssh": run.ssh,
+        "notes": run.notes,
         "undetected": run.undetected,
         "tally": run.tally(),
         "error": run.error,

@@ -70,19 +70,27 @@ def gen_init_cpio(tree: Path, cache: Cache, log: CommandLog) -> Path:
 
 
 def _elf_deps(binary: Path, sysroot: Path, log: CommandLog) -> dict[str, Path]:
-    """Return ``{guest path: host file}`` for the interpreter and NEEDED libraries of ``binary``.
+    """Return ``{guest path: host file}`` for the interpreter and the NEEDED libraries of
+    ``binary``, and theirs in turn (dropbear needs libtomcrypt, which needs libgmp).
 
     Raises :class:`SetupError` when a library is not in the sysroot.
     """
-    out = run(["aarch64-linux-gnu-readelf", "-d", "-l", "-W", binary], log).output
     deps: dict[str, Path] = {}
-    if m := _INTERP.search(out):
-        deps[m["path"]] = (sysroot / m["path"].lstrip("/")).resolve()
-    for lib in _NEEDED.findall(out):
-        found = next((sysroot / d / lib for d in _LIB_DIRS if (sysroot / d / lib).exists()), None)
-        if found is None:
-            raise SetupError(f"{binary.name} needs {lib}, which is not in the sysroot {sysroot}")
-        deps.setdefault(f"/lib/aarch64-linux-gnu/{lib}", found.resolve())
+    todo, seen = [binary], set()
+    while todo:
+        elf = todo.pop()
+        out = run(["aarch64-linux-gnu-readelf", "-d", "-l", "-W", elf], log).output
+        if m := _INTERP.search(out):
+            deps[m["path"]] = (sysroot / m["path"].lstrip("/")).resolve()
+        for lib in _NEEDED.findall(out):
+            if lib in seen:
+                continue
+            seen.add(lib)
+            found = next((sysroot / d / lib for d in _LIB_DIRS if (sysroot / d / lib).exists()), None)
+            if found is None:
+                raise SetupError(f"{elf.name} needs {lib}, which is not in the sysroot {sysroot}")
+            deps.setdefault(f"/lib/aarch64-linux-gnu/{lib}", found.resolve())
+            todo.append(found.resolve())
     return deps
 
 

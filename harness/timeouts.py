@@ -54,6 +54,27 @@ APT_NETWORK = 120.0
 #: A probe of a web server (``harness doctor`` asking lore.kernel.org for its front page).
 NETWORK_PROBE = 10.0
 
+#: SSH to the guest (harness/ssh.py) through QEMU's user-network ``hostfwd``.  The first connect
+#: after boot may wait for dropbear, which /init starts after the shell is ready, and which makes
+#: its host key at the first connection (``-R``): its whole window, retries included.
+SSH_CONNECT = 60.0
+
+#: The connect after a resume (the link is back or it is not): its whole window, retries included.
+SSH_RECONNECT = 20.0
+
+#: One connection attempt: TCP connect, SSH banner, key exchange and key authentication under
+#: TCG (measured: about 0.5 s).
+SSH_ATTEMPT = 10.0
+
+#: The pause between two connection attempts.
+SSH_RETRY_INTERVAL = 0.5
+
+#: A command over SSH (``sha256sum`` of the payload, ``dmesg > /tmp/x``, a tar of sysfs files).
+SSH_COMMAND = 30.0
+
+#: One SFTP transfer of the payload or a pulled file (1 MiB under TCG: about a second).
+SSH_TRANSFER = 60.0
+
 #: ``b4 am`` fetching a thread from lore.
 B4 = 300.0
 

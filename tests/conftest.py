@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.model import CycleRecord, GuestFacts, HealthResult, VirtioDevice
+from harness.model import CycleRecord, GuestFacts, HealthResult, NetTraffic, VirtioDevice
 
 #: The checkout (matrices/, patches/, ... and tests/).
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +24,8 @@ def load_record(stem: str, capture: Path = CAPTURE) -> CycleRecord:
     meta = json.loads((capture / f"{stem}.record.json").read_text())
     meta["health"] = tuple(HealthResult(**h) for h in meta.get("health", ()))
     meta["virtio"] = tuple(VirtioDevice(**d) for d in meta.get("virtio", ()))
+    if meta.get("net_traffic"):
+        meta["net_traffic"] = NetTraffic(**meta["net_traffic"])
     trace = capture / f"{stem}.noirq-trace"
     meta["noirq_trace"] = trace.read_text().rstrip("\n") if trace.is_file() else None
     return CycleRecord(dmesg=(capture / f"{stem}.dmesg").read_text().rstrip("\n"), **meta)
