@@ -76,6 +76,22 @@ def test_net_traffic_fails_when_virtio_net_is_unbound(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr  # the failure was expected by the scenario
 
 
+def test_net_traffic_catches_dead_rx_rings_that_the_link_flag_calls_up(tmp_path):
+    """patches/net-defects/dead-rx-rings: virtio-net resumes attached, operstate "up", its
+    receive ring empty and NAPI off: devices-work (operstate) passes, net-traffic fails."""
+    proc = harness("run", "--out", str(tmp_path), "--series", "patches/net-defects/dead-rx-rings",
+                   "--scenario", "s2idle-rtc:1")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["defect"] == "dead-rx-rings"
+    (cycle,) = results["cycles"]
+    assert _check(cycle, "net-traffic")["verdict"] == "XFAIL", _check(cycle, "net-traffic")
+    assert not cycle["net_traffic"]["ok"] and cycle["net_traffic"]["bytes"] == 0
+    devices = _check(cycle, "devices-work")
+    assert devices["verdict"] == "PASS", devices  # the link flag says up
+    assert any("operstate" in e and e.rstrip().endswith("up") for e in devices["evidence"]), devices
+    assert proc.returncode == 0 and results["verdict"] == "PASS", proc.stdout + proc.stderr
+
+
 def test_boot_ssh_prints_a_working_ssh_line():
     child = pexpect.spawn(sys.executable, ["-m", "harness", "boot", "--ssh"], cwd=str(ROOT), encoding="utf-8",
                           timeout=300)
