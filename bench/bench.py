@@ -10,8 +10,17 @@ Figures (each skipped with a reason when its input is missing):
   old parser (one phase with 20,000 open calls); peak memory over the text (tracemalloc) per MB
 * cache: bytes per embedded tree, per worktree (checked out or released), per ``O=`` build
   directory, ccache, downloads, in ``$HARNESS_CACHE``
-* ``--run``: a warm ``harness run`` of the backport (one s2idle cycle): wall seconds against
-  the seconds spent in the build, the boot and the cycles it reports (harness overhead)
+* ``--run``: warm ``harness run``s of the backport, one per scenario (3 s2idle cycles, 3
+  ``pm_test`` cycles): the harness overhead (wall time minus the waits on the compiler, on QEMU
+  to reach the shell and inside the state writes, as a share of the wall time); per scenario
+  the cycle's wall time against its alarm or its state write, and the share of the health
+  probes and of the SSH round trip; the peak RSS of the harness process and of QEMU
+  (``VmHWM``) beside the profile's ``-m``
+* ``--sleepgraph``: ``harness parse --json`` against sleepgraph (its PyPI package, 5.6,
+  downloaded into the cache) on the same input: the real 6.12 captures with the
+  ``PM: Syncing filesystems`` line sleepgraph 5.6 starts a run at (kernels before 5.x printed
+  it), cut in files of 20 runs (sleepgraph 5.6 fails on more: ``idchar[num]``)
+* ``--matrix``: the default matrix warm at ``-j1`` and ``-j2``: wall seconds and the speed-up
 """
 
 from __future__ import annotations
@@ -97,27 +106,163 @@ def bench_cache(cache: Cache) -> dict:
     return out
 
 
+def _hwm_kb(pid: int) -> int:
+    """The peak resident set (``VmHWM``, KiB) of a live process, 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), 0)
+    except OSError:
+        return 0
+
+
+def _qemu_pids(out: Path) -> list[int]:
+    pids = []
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and str(out).encode() in Path(f"/proc/{d}/cmdline").read_bytes() \
+                    and b"qemu-system" in Path(f"/proc/{d}/cmdline").read_bytes():
+                pids.append(int(d))
+        except OSError:
+            pass
+    return pids
+
+
+def _run_sampled(cmd: list[str], out: Path) -> tuple[float, int, int]:
+    """Run ``cmd``; return (wall seconds, harness peak RSS KiB, QEMU peak RSS KiB), sampled every 0.2 s."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    harness_kb = qemu_kb = 0
+    while proc.poll() is None:
+        harness_kb = max(harness_kb, _hwm_kb(proc.pid))
+        qemu_kb = max([qemu_kb] + [_hwm_kb(p) for p in _qemu_pids(out)])
+        time.sleep(0.2)
+        if time.perf_counter() - start > 3600:
+            proc.kill()
+    return time.perf_counter() - start, harness_kb, qemu_kb
+
+
+def _guest_seconds(commands_log: Path, pick) -> float:
+    """Seconds of the guest commands in a run's transcript whose command line ``pick`` accepts."""
+    import re
+    text = commands_log.read_text(errors="replace")
+    return sum(float(m[2]) for m in re.finditer(r"# guest\$ (.*)\n# status=\d+ seconds=([\d.]+)", text) if pick(m[1]))
+
+
 def bench_run(cache: Cache) -> dict:
-    out = Path("/tmp") / f"bench-run-{os.getpid()}"
-    cmd = [sys.executable, "-m", "harness", "run", "--series", "patches/v9-backport-6.12", "--scenario", "s2idle-rtc:1",
-           "--out", str(out)]
-    subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=3600)  # warm the build first
-    wall = _timed(lambda: subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=3600))
-    doc = json.loads((out / "results.json").read_text())
-    waited = sum(doc["timings"].get(k, 0.0) for k in ("build", "boot", "cycles"))
-    return {"wall_seconds": round(wall, 2), "build_boot_cycles_seconds": round(waited, 2),
-            "overhead_share": round((wall - waited) / wall, 3), "timings": doc["timings"], "verdict": doc["verdict"]}
+    from harness import suspend
+    probes = tuple(command.split("{")[0][:30] for _name, command, _ok in suspend.HEALTH_PROBES)
+    figures: dict = {}
+    total_wall = total_waited = 0.0
+    for scenario, waits_on in (("s2idle-rtc:3", "alarm"), ("pm-test-platform:3", "state write")):
+        out = Path("/tmp") / f"bench-run-{os.getpid()}-{scenario.split(':')[0]}"
+        cmd = [sys.executable, "-m", "harness", "run", "--series", "patches/v9-backport-6.12", "--scenario",
+               scenario, "--out", str(out)]
+        subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=3600)  # warm the build first
+        wall, harness_kb, qemu_kb = _run_sampled(cmd, out)
+        doc = json.loads((out / "results.json").read_text())
+        cycles = doc["cycles"]
+        writes = sum(c["seconds"] for c in cycles)
+        waited = doc["timings"].get("build", 0.0) + doc["timings"].get("boot", 0.0) + writes
+        total_wall, total_waited = total_wall + wall, total_waited + waited
+        per_cycle = doc["timings"]["cycles"] / len(cycles)
+        probe_seconds = _guest_seconds(out / "commands.log", lambda c: c.startswith(probes))
+        ssh_seconds = sum((c.get("net_traffic") or {}).get("seconds", 0.0) for c in cycles)
+        figures[scenario.split(":")[0]] = {
+            "cycles": len(cycles), "verdict": doc["verdict"], "wall_seconds": round(wall, 2),
+            "cycle_seconds": round(per_cycle, 2), "state_write_seconds": round(writes / len(cycles), 2),
+            "waits_on": waits_on,
+            "alarm_seconds": _alarm(scenario) if waits_on == "alarm" else None,
+            "probes_share_of_cycle": round(probe_seconds / doc["timings"]["cycles"], 3),
+            "ssh_share_of_cycle": round(ssh_seconds / doc["timings"]["cycles"], 3),
+            "harness_peak_rss_mb": round(harness_kb / 1024, 1), "qemu_peak_rss_mb": round(qemu_kb / 1024, 1),
+            "timings": doc["timings"]}
+    figures["overhead_share"] = round((total_wall - total_waited) / total_wall, 3)
+    return figures
+
+
+def _alarm(scenario: str) -> int:
+    from harness import scenarios
+    return scenarios.find_scenario(scenario.split(":")[0]).wake_seconds
+
+
+def bench_sleepgraph(cache: Cache) -> dict:
+    import zipfile
+    tools = cache.root / "tools" / "sleepgraph-5.6"
+    script = tools / "sleepgraph-5.6.data" / "scripts" / "sleepgraph.py"
+    if not script.is_file():
+        wheel_dir = cache.root / "tools" / ".sleepgraph-wheel"
+        res = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(wheel_dir),
+                              "sleepgraph==5.6"], capture_output=True, text=True, timeout=300)
+        if res.returncode != 0:
+            return {"skipped": f"pip download sleepgraph==5.6 failed: {res.stderr.strip()[-200:]}"}
+        with zipfile.ZipFile(next(wheel_dir.glob("sleepgraph-5.6-*.whl"))) as z:
+            z.extractall(tools)
+    files = sorted((ROOT / "tests" / "fixtures").glob("linux-6.12*/*.dmesg"))
+    one = "".join(f.read_text(errors="replace") for f in files)
+    one = one.replace("Filesystems sync:", "PM: Syncing filesystems ... done. Filesystems sync:")
+    runs: list[str] = []
+    for line in one.splitlines(keepends=True):  # a run starts at its "PM: Syncing filesystems" line
+        if "PM: Syncing filesystems" in line or not runs:
+            runs.append("")
+        runs[-1] += line
+    work = Path("/tmp") / f"bench-sleepgraph-{os.getpid()}"
+    work.mkdir(exist_ok=True)
+    chunks: list[str] = []
+    while sum(map(len, chunks)) < 2_000_000:  # files of 20 runs each, about 2 MB in all
+        start = (len(chunks) * 20) % max(1, len(runs) - 19)
+        chunks.append("".join(runs[start:start + 20]))
+    paths = []
+    for i, chunk in enumerate(chunks):
+        paths.append(work / f"in-{i}.log")
+        paths[-1].write_text(chunk)
+    whole = work / "all.log"
+    whole.write_text("".join(chunks))
+    mb = whole.stat().st_size / 1e6
+    failed = 0
+
+    def sleepgraph_all():
+        nonlocal failed
+        for path in paths:
+            res = subprocess.run([sys.executable, str(script), "-dmesg", str(path), "-o", str(path.with_suffix(".html"))],
+                                 cwd=work, capture_output=True, timeout=600)
+            failed += res.returncode != 0 or not path.with_suffix(".html").exists()
+    sg = _timed(sleepgraph_all)
+    ours = _timed(lambda: subprocess.run([sys.executable, "-m", "harness", "parse", "--json", str(whole)], cwd=ROOT,
+                                         stdout=subprocess.DEVNULL, check=True, timeout=600))
+    return {"input_mb": round(mb, 2), "files_of_20_runs": len(paths), "sleepgraph_failed_files": failed,
+            "sleepgraph_seconds": round(sg, 2), "sleepgraph_mb_per_s": round(mb / sg, 2),
+            "harness_parse_seconds": round(ours, 2), "harness_parse_mb_per_s": round(mb / ours, 2),
+            "harness_over_sleepgraph": round(sg / ours, 1)}
+
+
+def bench_matrix(cache: Cache) -> dict:
+    out = {}
+    for jobs in (1, 2):
+        target = Path("/tmp") / f"bench-matrix-{os.getpid()}-j{jobs}"
+        cmd = [sys.executable, "-m", "harness", "matrix", "default", "-j", str(jobs), "--out", str(target)]
+        if jobs == 1:
+            subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=7200)  # warm every build first
+        out[f"j{jobs}_wall_seconds"] = round(_timed(lambda: subprocess.run(cmd, cwd=ROOT, capture_output=True,
+                                                                            timeout=7200)), 1)
+    out["speedup_j2"] = round(out["j1_wall_seconds"] / out["j2_wall_seconds"], 2)
+    return out
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--run", action="store_true", help="also time a warm harness run (needs make setup)")
+    p.add_argument("--run", action="store_true", help="also time warm harness runs (needs make setup)")
+    p.add_argument("--sleepgraph", action="store_true", help="also compare with sleepgraph 5.6 from PyPI")
+    p.add_argument("--matrix", action="store_true", help="also time the default matrix at -j1 and -j2 (minutes)")
     p.add_argument("--out", type=Path, default=ROOT / "bench.json")
     args = p.parse_args()
     cache = Cache.from_env()
     figures = {"parser": bench_parser(), "cache": bench_cache(cache)}
     if args.run:
         figures["run"] = bench_run(cache)
+    if args.sleepgraph:
+        figures["sleepgraph"] = bench_sleepgraph(cache)
+    if args.matrix:
+        figures["matrix"] = bench_matrix(cache)
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
     for section, values in figures.items():
         print(f"[{section}]")
@@ -127,6 +272,8 @@ def main() -> int:
                     print(f"  worktree {w['worktree']}: source {w['source'] / 1e9:.2f} GB"
                           f"{'' if w['checked_out'] else ' (released)'}, builds "
                           + ", ".join(f"{b / 1e9:.2f} GB" for b in w["builds"].values()))
+            elif isinstance(value, dict):
+                print(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in value.items() if k != "timings"))
             elif isinstance(value, int) and value > 1e6:
                 print(f"  {key:<28} {value / 1e9:.2f} GB")
             else:
