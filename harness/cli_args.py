@@ -206,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the cells and exit")
     p.add_argument("--cell", action="append", metavar="PATTERN",
                    help="run only the cells whose id (revision/profile/scenario) matches; glob, repeatable")
+    p.add_argument("--keep-alive", metavar="CELL",
+                   help="keep the guest of the cells matching this glob running after their cycles and print "
+                        "how to SSH into it; Ctrl-C (once the other cells are done) or --keep-alive-seconds ends it")
+    p.add_argument("--keep-alive-seconds", type=float, default=timeouts.KEEP_ALIVE, metavar="SECONDS",
+                   help=f"how long --keep-alive keeps a guest (default: {timeouts.KEEP_ALIVE:g})")
     p.add_argument("--gc", type=_size, metavar="SIZE",
                    help="after the run, remove least recently used cache entries until the cache fits in SIZE "
                         "(20G, 500M), as harness gc --max-size SIZE")

@@ -3,6 +3,7 @@ and returns the exit status (typed errors propagate to :func:`harness.cli.main`)
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import sys
 import time
@@ -281,7 +282,12 @@ def cmd_matrix(args, cache: Cache) -> int:
         artifacts = prebuilt.PrebuiltArtifacts(args.prebuilt.resolve()) if args.prebuilt else None
         if artifacts:
             say(f"boot prebuilt artifacts from {artifacts.root} (no builds)")
-        result = scheduler.run_matrix(mx, out.resolve(), cache, say, args.jobs, progress.stage, artifacts=artifacts)
+        keep = (args.keep_alive, args.keep_alive_seconds) if args.keep_alive else None
+        if keep and not any(fnmatch.fnmatchcase(c.id, args.keep_alive) for c in mx.cells):
+            raise UsageError(f"--keep-alive {args.keep_alive}: no cell of matrix {mx.name} matches "
+                             f"(harness matrix {mx.path.stem} --list)")
+        result = scheduler.run_matrix(mx, out.resolve(), cache, say, args.jobs, progress.stage, artifacts=artifacts,
+                                      keep_alive=keep)
     terminal.print_matrix(result)
     _write_reports(out.resolve())
     if args.gc is not None:

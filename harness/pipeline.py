@@ -278,11 +278,14 @@ class CellHooks:
     ``stage(text)`` is told each stage (``build``, ``boot``, ``cycle 2/5``, ``PASS``);
     ``artifacts(req, log, say)`` builds or returns the shared guest artifacts; ``stop`` is
     set when the run was interrupted (the matrix runner then also kills every command and
-    guest, :data:`harness.proc.CHILDREN`), and the cell ends before its next cycle."""
+    guest, :data:`harness.proc.CHILDREN`), and the cell ends before its next cycle;
+    ``keep_alive(ssh_target)``, when set, is called after the cycles with the guest still
+    running and returns when it may be stopped (``harness matrix --keep-alive``)."""
 
     stage: Callable[[str], None] = lambda text: None
     artifacts: Callable[..., GuestArtifacts] | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    keep_alive: Callable[["ssh.SshTarget | None"], None] | None = None
 
 
 def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Cache, say: Say,
@@ -369,6 +372,9 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
                 result.ssh["pulled"] = pulled
                 result.notes += notes
                 result.timings["ssh_pull"] = time.monotonic() - start
+            if hooks.keep_alive is not None:
+                results.write_results(result)  # judged: the results stand while the guest is kept
+                hooks.keep_alive(target)
     except HarnessError as e:
         if hooks.stop.is_set() or isinstance(e, Interrupted):
             result.error, result.error_verdict, result.error_type = INTERRUPTED, Verdict.ERROR, "KeyboardInterrupt"

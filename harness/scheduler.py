@@ -7,6 +7,7 @@ and the builds they share are :class:`harness.pipeline.SharedArtifacts`.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import queue
 import threading
@@ -60,7 +61,8 @@ def _interrupted(cell: Cell, out: Path) -> results.RunResult:
 
 
 def run_matrix(mx: Matrix, out: Path, cache: Cache, say: Say, jobs: int | None = None,
-               stage: Callable[[Cell, str], None] | None = None, artifacts=None) -> MatrixResult:
+               stage: Callable[[Cell, str], None] | None = None, artifacts=None,
+               keep_alive: tuple[str, float] | None = None) -> MatrixResult:
     """Run the cells of ``mx`` into ``out/<cell dir>``, up to ``jobs`` at once (default: the CPU
     count), each with its own guest, disk image and console log; builds are shared
     (:class:`SharedArtifacts`).  ``matrix.json`` is rewritten as cells finish, in matrix order.
@@ -71,7 +73,11 @@ def run_matrix(mx: Matrix, out: Path, cache: Cache, say: Say, jobs: int | None =
     and guest of the run is killed at once (:data:`harness.proc.CHILDREN`), the running cells
     get :data:`STOP_GRACE` seconds to write their results, ``matrix.json`` is written with the
     finished cells and ``interrupted`` for the others, and the interrupt propagates.  The
-    workers are daemon threads: one that does not end in time cannot hold the process."""
+    workers are daemon threads: one that does not end in time cannot hold the process.
+
+    ``keep_alive`` is (glob on the cell id, seconds): such a cell's guest keeps running after
+    its cycles (its results written), with its SSH command printed, until the seconds pass or
+    Ctrl-C, which then only releases the kept guests when no other cell is still running."""
     result = MatrixResult(mx, out)
     start = time.monotonic()
     hooks_base = CellHooks(artifacts=artifacts or SharedArtifacts(cache))
@@ -86,6 +92,8 @@ def run_matrix(mx: Matrix, out: Path, cache: Cache, say: Say, jobs: int | None =
             say(f"{tag} {cell.id}: SKIP: {reason}")
             return _skipped(replace(cell, skip=reason), out)
         hooks = replace(hooks_base, stage=lambda text: stage(cell, text) if stage else None)
+        if keep_alive and fnmatch.fnmatchcase(cell.id, keep_alive[0]):
+            hooks = replace(hooks, keep_alive=lambda target: hold(k, cell, target))
         say(f"{tag} {cell.id}")
         expect = str(cell.expect.relative_to(DATA_ROOT)) if cell.expect and cell.expect.is_relative_to(DATA_ROOT) else None
         return run_cell(cell.request, [cell.scenario], out / cell.dirname, cache, lambda m: say(f"{tag} {m}"),
@@ -110,6 +118,22 @@ def run_matrix(mx: Matrix, out: Path, cache: Cache, say: Say, jobs: int | None =
                                     exit_code=InternalError.exit_code)
         results.write_results(res)
         return res
+
+    release = threading.Event()
+    holding: set[int] = set()
+
+    def hold(k: int, cell: Cell, target) -> None:
+        seconds = keep_alive[1] if keep_alive else 0.0
+        how = target.command() if target is not None else "(no SSH: the profile forwards no port)"
+        say(f"[{k + 1}/{len(mx.cells)}] {cell.id}: guest kept running for {seconds:.0f} s (Ctrl-C ends it "
+            f"once the other cells are done): {how}")
+        holding.add(k)
+        try:
+            end = time.monotonic() + seconds
+            while not (release.is_set() or hooks_base.stop.is_set()) and time.monotonic() < end:
+                release.wait(0.5)
+        finally:
+            holding.discard(k)
 
     def record(k: int, res: results.RunResult) -> None:
         done[k] = (mx.cells[k], res)
@@ -141,6 +165,12 @@ def run_matrix(mx: Matrix, out: Path, cache: Cache, say: Say, jobs: int | None =
             except queue.Empty:
                 if not any(t.is_alive() for t in workers) and finished.empty():
                     raise InternalError("the matrix's workers ended with cells left") from None
+            except KeyboardInterrupt:
+                if holding and holding == set(range(len(mx.cells))) - set(done):
+                    say("keep-alive: Ctrl-C, stopping the kept guest(s)")
+                    release.set()  # only kept guests were left: this Ctrl-C ends them, not the run
+                    continue
+                raise
     except BaseException:
         hooks_base.stop.set()
         killed = CHILDREN.stop()

@@ -35,6 +35,10 @@ GUEST_SYNTAX_GRACE = 2.0
 #: running and removes nothing (``--wait`` waits as long as a build may take).
 GC_LOCK_WAIT = 10.0
 
+#: How long ``harness matrix --keep-alive`` keeps a cell's guest running after its cycles,
+#: unless ``--keep-alive-seconds`` or Ctrl-C says otherwise.
+KEEP_ALIVE = 600.0
+
 #: A scenario step's ``before`` command (loading a module, writing a sysfs knob).
 STEP_COMMAND = 60.0
 

@@ -137,3 +137,24 @@ def test_a_taken_port_makes_the_boot_retry_with_a_new_one(tmp_path, monkeypatch)
     finally:
         ssh.PORTS.release(target.port)
         taken.close()
+
+
+def test_keep_alive_leaves_a_cell_guest_running_for_ssh_and_ctrl_c_ends_it(tmp_path):
+    cell = "baseline-6.12/virt-mmio/pm-test-platform"
+    child = pexpect.spawn(sys.executable, ["-m", "harness", "matrix", "default", "--cell", cell, "--keep-alive", cell,
+                                           "--keep-alive-seconds", "300", "--out", str(tmp_path)],
+                          cwd=str(ROOT), encoding="utf-8", timeout=300)
+    try:
+        child.expect(r"guest kept running for 300 s .*?: ssh -p (\d+) -i (\S+) ")
+        port, key = int(child.match.group(1)), Path(child.match.group(2))
+        with ssh.connect(port, ssh.SshKey(key, key.with_suffix(".pub").read_text().strip())) as s:
+            out, rc = s.run("cat /sys/power/suspend_stats/success")
+        assert rc == 0 and int(out) >= 1  # the cell's cycle ran in this guest
+        child.sendintr()
+        child.expect(pexpect.EOF, timeout=30)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0  # Ctrl-C ended the kept guest, not the run: its verdict stands
+    doc = json.loads((tmp_path / "matrix.json").read_text())
+    assert [c["verdict"] for c in doc["cells"]] == ["PASS"]
+    assert (tmp_path / "junit.xml").is_file()

@@ -48,6 +48,8 @@ def _fake_cells(monkeypatch, work):
         res = results.RunResult(command=command, out_dir=out, profile=req.profile, cell=cell, defect=defect)
         try:
             work(cell, out)
+            if hooks.keep_alive is not None:  # as run_cell does after the cycles
+                hooks.keep_alive(None)
         except pipeline.HarnessError:
             if hooks.stop.is_set():
                 res.error, res.error_verdict, res.exit_code = pipeline.INTERRUPTED, "ERROR", 130
@@ -110,3 +112,37 @@ def test_no_command_starts_once_the_harness_is_stopping(tmp_path, children):
     children.stop()
     with pytest.raises(proc.Interrupted):
         proc.run(["true"], proc.CommandLog())
+
+
+def test_a_kept_guest_holds_its_cell_until_its_seconds_pass(tmp_path, monkeypatch, children):
+    mx = _fake_cells(monkeypatch, lambda cell, out: None)
+    kept = mx.cells[0].id
+    said = []
+    start = time.monotonic()
+    mr = scheduler.run_matrix(mx, tmp_path, Cache(tmp_path / "cache"), say=said.append, jobs=2,
+                              keep_alive=(kept, 1.0))
+    assert time.monotonic() - start >= 1.0
+    assert all(res.error is None for _, res in mr.cells)
+    assert any(f"{kept}: guest kept running for 1 s" in line for line in said)
+
+
+def test_ctrl_c_with_only_kept_guests_left_ends_them_not_the_run(tmp_path, monkeypatch, children):
+    mx = _fake_cells(monkeypatch, lambda cell, out: None)
+    mx = matrix.select_cells(mx, [c.id for c in mx.cells[:2]])  # both cells run at once and are kept
+    threading.Timer(1.0, _thread.interrupt_main).start()
+    start = time.monotonic()
+    mr = scheduler.run_matrix(mx, tmp_path, Cache(tmp_path / "cache"), say=lambda m: None, jobs=2,
+                              keep_alive=("*", 600.0))  # no KeyboardInterrupt comes out
+    assert time.monotonic() - start < 10
+    assert len(mr.cells) == len(mx.cells) and all(res.error is None for _, res in mr.cells)
+
+
+def test_ctrl_c_while_another_cell_runs_still_interrupts_the_run(tmp_path, monkeypatch, children):
+    marker = f"harness-test-keep-{os.getpid()}-{time.monotonic_ns()}"
+    mx = _fake_cells(monkeypatch, lambda cell, out: proc.run(["sh", "-c", f"exec sleep 60 # {marker}"],
+                                                              proc.CommandLog()) if cell != mx.cells[0].id else None)
+    threading.Timer(1.5, _thread.interrupt_main).start()
+    with pytest.raises(KeyboardInterrupt):
+        scheduler.run_matrix(mx, tmp_path, Cache(tmp_path / "cache"), say=lambda m: None, jobs=2,
+                             keep_alive=(mx.cells[0].id, 600.0))
+    assert _pids_running(marker) == []
