@@ -143,7 +143,7 @@ def test_keep_alive_leaves_a_cell_guest_running_for_ssh_and_ctrl_c_ends_it(tmp_p
     cell = "baseline-6.12/virt-mmio/pm-test-platform"
     child = pexpect.spawn(sys.executable, ["-m", "harness", "matrix", "default", "--cell", cell, "--keep-alive", cell,
                                            "--keep-alive-seconds", "300", "--out", str(tmp_path)],
-                          cwd=str(ROOT), encoding="utf-8", timeout=300)
+                          cwd=str(ROOT), encoding="utf-8", timeout=300, dimensions=(50, 400))
     try:
         child.expect(r"guest kept running for 300 s .*?: ssh -p (\d+) -i (\S+) ")
         port, key = int(child.match.group(1)), Path(child.match.group(2))
