@@ -67,10 +67,24 @@ def kernel_version(tree: Path) -> str:
         text = (tree / "Makefile").read_text(errors="replace")[:4096]
     except OSError as e:
         raise UsageError(f"{tree} is not a kernel tree (no readable Makefile: {e.strerror})") from e
-    fields = dict(_MAKEFILE_VERSION.findall(text))
+    return _makefile_version(text, f"{tree}/Makefile")
+
+
+def _makefile_version(text: str, where: str) -> str:
+    fields = dict(_MAKEFILE_VERSION.findall(text[:4096]))
     if "VERSION" not in fields or "PATCHLEVEL" not in fields:
-        raise UsageError(f"{tree}/Makefile has no VERSION/PATCHLEVEL: not a kernel tree")
+        raise UsageError(f"{where} has no VERSION/PATCHLEVEL: not a kernel tree")
     return f"{fields['VERSION']}.{fields['PATCHLEVEL']}.{fields.get('SUBLEVEL', '0')}{fields.get('EXTRAVERSION', '')}"
+
+
+def _drop_checkout(repo: Path, log: CommandLog) -> None:
+    """Make ``repo`` (an embedded tree) bare in all but name: delete its checked-out files and
+    set ``core.bare``.  Builds use worktrees of their own, so the checkout was 1.5 GB for
+    nothing; its commits, tags and worktree records stay in ``repo/.git``."""
+    for entry in repo.iterdir():
+        if entry.name != ".git":
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    _git(repo, log, "config", "core.bare", "true")
 
 
 def _git(tree: Path, log: CommandLog, *args: str, env: dict | None = None) -> str:
@@ -103,7 +117,8 @@ def embedded_tree(cache: Cache, log: CommandLog, name: str = DEFAULT_TREE, say=l
     The tarball is extracted, Debian's ignore-everything ``.gitignore`` block
     dropped, and the whole tree committed once with a fixed identity and date
     and tagged ``debian/<deb version>``, so every machine gets the same commit for the same
-    Debian version.  Raises :class:`SetupError` on failure, UsageError for an unknown name.
+    Debian version; the checkout is then dropped (:func:`_drop_checkout`): builds check out
+    worktrees of their own.  Raises :class:`SetupError` on failure, UsageError for an unknown name.
     """
     with cache.sources_lock():
         return _embedded_tree(cache, log, name, say)
@@ -131,8 +146,12 @@ def _embedded_tree(cache: Cache, log: CommandLog, name: str, say) -> KernelTree:
                  f"Import Debian linux-source {tarball.deb_version}\n\n"
                  f"Imported by virtio-pm-harness from {tarball.path.name}.", env=env)
             _git(tmp, log, "tag", tag)
+            _drop_checkout(tmp, log)
+    elif (final / "Makefile").exists():  # imported before trees were kept without a checkout
+        _drop_checkout(final, log)
     commit = _git(final, log, "rev-parse", "HEAD")
-    return KernelTree(final, commit, kernel_version(final), tag, embedded=True, name=name)
+    version = _makefile_version(_git(final, log, "show", f"{commit}:Makefile"), f"{final} {tag}:Makefile")
+    return KernelTree(final, commit, version, tag, embedded=True, name=name)
 
 
 def resolve_tree(path: str | os.PathLike | None, cache: Cache, log: CommandLog, say=lambda message: None

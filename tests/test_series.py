@@ -359,3 +359,24 @@ def test_defect_yaml_key_that_yaml_reads_as_a_boolean_is_named(repo, tmp_path):
     (defect / "defect.yaml").write_text("name: d\non: ../rev\nbreaks: x\n")  # YAML 1.1 reads 'on' as True
     with pytest.raises(ConfigError, match=r"defect\.yaml:2: unknown key 'on' \(allowed: breaks, name, on_top_of\)"):
         series.load_revision(str(defect), Cache(tmp_path / "c"), LOG)
+
+
+def test_an_embedded_tree_keeps_its_commits_but_no_checkout_and_worktrees_still_come_from_it(tmp_path):
+    import subprocess
+    from harness.tree import _drop_checkout
+    repo = tmp_path / "linux"
+    (repo / "kernel").mkdir(parents=True)
+    (repo / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 117\n")
+    (repo / "kernel" / "fork.c").write_text("int x;\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q", "-b", "master"], ["add", "-A"], ["commit", "-q", "-m", "import"]):
+        subprocess.run([*git, "-C", str(repo), *args], check=True, timeout=60)
+    _drop_checkout(repo, CommandLog())
+    assert sorted(p.name for p in repo.iterdir()) == [".git"]
+    wt = tmp_path / "wt"
+    subprocess.run([*git, "-C", str(repo), "worktree", "add", "-q", "--detach", str(wt), "HEAD"], check=True,
+                   timeout=60)
+    assert (wt / "kernel" / "fork.c").read_text() == "int x;\n"
+    shown = subprocess.run(["git", "-C", str(repo), "show", "HEAD:Makefile"], capture_output=True, text=True,
+                           check=True, timeout=60).stdout
+    assert "SUBLEVEL = 117" in shown
