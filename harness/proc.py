@@ -37,6 +37,27 @@ logging.addLevelName(OUTPUT, "OUTPUT")
 DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL", "--")
 
 
+#: The group leader of every command :func:`run` starts: a shell that gets SIGTERM when the
+#: harness dies (:data:`DIE_WITH_PARENT` with TERM) and then SIGKILLs its whole process group,
+#: so make's sub-makes and compilers die too, not only make (measured: orphaned sub-makes of a
+#: killed build went on writing into the O= directory while the next build ran, and it failed).
+#: Otherwise it waits for the command and exits with its status.
+GROUP_GUARD = ('trap "kill -KILL 0" TERM; "$@" & wait $!; exit $?')
+
+
+def group_dies_with_parent(argv: Sequence[str]) -> list[str]:
+    """``argv`` run by :data:`GROUP_GUARD` behind ``setpriv --pdeathsig TERM``: the command and
+    every process of its group die with the harness thread that started it, even on
+    ``kill -9`` of the harness.  The program is resolved on PATH first (FileNotFoundError when
+    it is missing); without setpriv ``argv`` is returned as it is."""
+    program = shutil.which(argv[0])
+    if program is None:
+        raise FileNotFoundError(2, "No such file or directory", argv[0])
+    if shutil.which(DIE_WITH_PARENT[0]) is None:
+        return list(argv)
+    return ["setpriv", "--pdeathsig", "TERM", "--", "sh", "-c", GROUP_GUARD, "harness-guard", program, *argv[1:]]
+
+
 def die_with_parent(argv: Sequence[str]) -> list[str]:
     """``argv`` behind :data:`DIE_WITH_PARENT`, the program resolved on PATH first so a missing
     program still raises FileNotFoundError here (not setpriv's exit 127).  Without setpriv
@@ -146,7 +167,7 @@ def run(
     (binary output such as an archive) and ``output`` is stderr.
 
     The command runs in a process group of its own, registered in :data:`CHILDREN`, and
-    dies with the harness (:data:`DIE_WITH_PARENT`).  ``timeout`` is in seconds
+    dies with the harness, its children too (:func:`group_dies_with_parent`).  ``timeout`` is in seconds
     (:mod:`harness.timeouts`); past it, or on KeyboardInterrupt, the whole group (make's
     compilers, git's helpers) is killed; a timeout raises
     :class:`~harness.errors.CommandTimeout` (exit 8) naming the command.
@@ -169,7 +190,7 @@ def run(
         err = subprocess.PIPE if stdout_file is not None else subprocess.STDOUT
         if CHILDREN.stopping.is_set():
             raise Interrupted(f"interrupted before `{shlex.join(args)}`")
-        proc = subprocess.Popen(die_with_parent(args), cwd=cwd, env=full_env, stdout=out, stderr=err,
+        proc = subprocess.Popen(group_dies_with_parent(args), cwd=cwd, env=full_env, stdout=out, stderr=err,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             CHILDREN.add(proc.pid)

@@ -136,7 +136,7 @@ def arm_command(scenario: Scenario) -> tuple[str, str]:
     raise ValueError(f"unknown scenario kind {scenario.kind!r}")
 
 
-#: Why a cycle that is not s2idle moves no bytes over SSH: 1 MiB both ways costs seconds under TCG.
+#: Why a cycle that is not s2idle moves no bytes over SSH: the payload both ways costs about a second under TCG.
 NET_TRAFFIC_RTC_ONLY = "net-traffic runs after s2idle (rtc) cycles only, to keep its cost (seconds under TCG) down"
 
 

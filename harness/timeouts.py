@@ -76,7 +76,7 @@ SSH_RETRY_INTERVAL = 0.5
 #: A command over SSH (``sha256sum`` of the payload, ``dmesg > /tmp/x``, a tar of sysfs files).
 SSH_COMMAND = 30.0
 
-#: One SFTP transfer of the payload or a pulled file (1 MiB under TCG: about a second).
+#: One SFTP transfer of the payload or a pulled file (1 MiB under TCG: about a second; the payload is 256 KiB).
 SSH_TRANSFER = 60.0
 
 #: ``b4 am`` fetching a thread from lore.

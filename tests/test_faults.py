@@ -59,6 +59,18 @@ def processes(*needles: str) -> dict[int, str]:
     return found
 
 
+def working_in(directory: Path) -> list[int]:
+    """Processes whose working directory is ``directory`` or below (make's sub-makes, compilers)."""
+    found = []
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and Path(os.readlink(f"/proc/{d}/cwd")).is_relative_to(directory):
+                found.append(int(d))
+        except OSError:
+            pass
+    return found
+
+
 def wait_for(predicate, within: float, what: str):
     end = time.monotonic() + within
     while time.monotonic() < end:
@@ -217,6 +229,8 @@ def test_kill_9_during_a_build_leaves_no_make_and_the_rerun_builds_and_passes(ba
         run.communicate(timeout=30)
         # make gets SIGKILL with its parent (a make left alone would run on for a minute)
         wait_for(lambda: not processes("make", f"O={o_dir}"), 3, "end of make after the harness died")
+        # and its sub-makes and compilers: orphans of them went on writing into O= during the rerun
+        wait_for(lambda: not working_in(o_dir.parent), 3, "end of every process of the build")
     finally:
         run.kill()
     assert not (o_dir / "harness-build.json").exists()  # the half build is not taken as done

@@ -161,6 +161,8 @@ def _gone(pid: int, within: float) -> bool:
 
 @pytest.mark.parametrize("starter", [
     "from harness.proc import run, CommandLog; run(['sh', '-c', CMD], CommandLog())",
+    # a grandchild (a sub-make, a compiler) dies too, not only the command
+    "from harness.proc import run, CommandLog; run(['sh', '-c', 'sh -c \"$0\" & wait', CMD], CommandLog())",
     "from harness.guest import GuestSession; from harness.proc import CommandLog; import pathlib; "
     "GuestSession(['sh', '-c', CMD], pathlib.Path(OUT) / 'c.log', CommandLog()).start()",
 ])
