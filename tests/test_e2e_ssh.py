@@ -77,8 +77,8 @@ def test_net_traffic_fails_when_virtio_net_is_unbound(tmp_path):
 
 
 def test_net_traffic_catches_dead_rx_rings_that_the_link_flag_calls_up(tmp_path):
-    """patches/net-defects/dead-rx-rings: virtio-net resumes attached, operstate "up", its
-    receive ring empty and NAPI off: devices-work (operstate) passes, net-traffic fails."""
+    """patches/net-defects/dead-rx-rings: virtio-net resumes with its carrier on, operstate
+    "up", and its receive NAPI disabled: devices-work (operstate) passes, net-traffic fails."""
     proc = harness("run", "--out", str(tmp_path), "--series", "patches/net-defects/dead-rx-rings",
                    "--scenario", "s2idle-rtc:1")
     results = json.loads((tmp_path / "results.json").read_text())
