@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pexpect
@@ -145,8 +146,14 @@ def test_keep_alive_leaves_a_cell_guest_running_for_ssh_and_ctrl_c_ends_it(tmp_p
                                            "--keep-alive-seconds", "300", "--out", str(tmp_path)],
                           cwd=str(ROOT), encoding="utf-8", timeout=300, dimensions=(50, 400))
     try:
-        child.expect(r"guest kept running for 300 s .*?: ssh -p (\d+) -i (\S+) ")
-        port, key = int(child.match.group(1)), Path(child.match.group(2))
+        # the line as harness.log has it: on the terminal rich colours the numbers and paths
+        log, deadline, kept = tmp_path / "harness.log", time.monotonic() + 300, None
+        while kept is None and time.monotonic() < deadline and child.isalive():
+            text = log.read_text(errors="replace") if log.exists() else ""
+            kept = re.search(r"guest kept running for 300 s .*?: ssh -p (\d+) -i (\S+) ", text)
+            time.sleep(0.5)
+        assert kept, "no keep-alive line in harness.log"
+        port, key = int(kept.group(1)), Path(kept.group(2))
         with ssh.connect(port, ssh.SshKey(key, key.with_suffix(".pub").read_text().strip())) as s:
             out, rc = s.run("cat /sys/power/suspend_stats/success")
         assert rc == 0 and int(out) >= 1  # the cell's cycle ran in this guest
