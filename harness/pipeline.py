@@ -288,6 +288,32 @@ class CellHooks:
     keep_alive: Callable[["ssh.SshTarget | None"], None] | None = None
 
 
+def end_with_error(result: results.RunResult, e: HarnessError) -> None:
+    """End ``result`` with the typed error ``e``: its message, verdict, class name and exit code."""
+    result.error, result.error_verdict = f"{type(e).__name__}: {e}", e.verdict
+    result.error_type, result.exit_code = type(e).__name__, e.exit_code
+
+
+def end_interrupted(result: results.RunResult) -> None:
+    """End ``result`` as interrupted (SIGINT/SIGTERM/SIGHUP): ERROR, exit 130."""
+    result.error, result.error_verdict, result.error_type = INTERRUPTED, Verdict.ERROR, "KeyboardInterrupt"
+    result.exit_code = 130
+
+
+def end_with_internal_error(result: results.RunResult, e: Exception, out: Path, cache: Cache) -> None:
+    """End ``result`` with an unexpected exception ``e`` (being handled): a full disk under the
+    cache is :class:`~harness.errors.DiskFull` (exit 9); anything else an internal error (exit
+    10) with the traceback in ``out/internal-error.log``."""
+    if isinstance(e, OSError) and (full := disk_full(e, str(cache.root))) is not None:
+        end_with_error(result, full)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "internal-error.log").write_text(traceback.format_exc())
+    result.error = (f"InternalError: {type(e).__name__}: {e} (traceback in {out / 'internal-error.log'}; "
+                    "please report it)")
+    result.error_verdict, result.error_type, result.exit_code = Verdict.ERROR, "InternalError", 10
+
+
 def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Cache, say: Say,
              expect_path: Path | None, command: str, defect: str | None = None, cell: str = "",
              hooks: CellHooks | None = None) -> results.RunResult:
@@ -377,26 +403,14 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
                 hooks.keep_alive(target)
     except HarnessError as e:
         if hooks.stop.is_set() or isinstance(e, Interrupted):
-            result.error, result.error_verdict, result.error_type = INTERRUPTED, Verdict.ERROR, "KeyboardInterrupt"
-            result.exit_code = 130
+            end_interrupted(result)
         else:
-            result.error = f"{type(e).__name__}: {e}"
-            result.error_verdict = e.verdict
-            result.error_type = type(e).__name__
-            result.exit_code = e.exit_code
+            end_with_error(result, e)
     except KeyboardInterrupt:
-        result.error, result.error_verdict, result.error_type = INTERRUPTED, Verdict.ERROR, "KeyboardInterrupt"
-        result.exit_code = 130
+        end_interrupted(result)
         raise
     except Exception as e:  # a fault of the harness: this cell is an ERROR, a matrix's other cells go on
-        if isinstance(e, OSError) and (full := disk_full(e, str(cache.root))) is not None:
-            result.error, result.error_verdict = f"DiskFull: {full}", Verdict.ERROR
-            result.error_type, result.exit_code = "DiskFull", full.exit_code
-        else:
-            (out / "internal-error.log").write_text(traceback.format_exc())
-            result.error = (f"InternalError: {type(e).__name__}: {e} (traceback in {out / 'internal-error.log'}; "
-                            "please report it)")
-            result.error_verdict, result.error_type, result.exit_code = Verdict.ERROR, "InternalError", 10
+        end_with_internal_error(result, e, out, cache)
     finally:
         if target is not None:
             ssh.PORTS.release(target.port)

@@ -31,43 +31,43 @@ OUTPUT = 5
 logging.addLevelName(OUTPUT, "OUTPUT")
 
 
-#: Prefix of every child's argv: the child gets SIGKILL when the harness thread that started it
-#: dies, even by ``kill -9`` (prctl(2) PR_SET_PDEATHSIG, set by util-linux's setpriv(1) between
-#: fork and exec, where Python's ``preexec_fn`` is unsafe with threads running).
-DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL", "--")
+#: setpriv(1) from util-linux sets prctl(2) PR_SET_PDEATHSIG between fork and exec (Python's
+#: ``preexec_fn`` is unsafe with threads running): the child gets the signal when the harness
+#: thread that started it dies, even by ``kill -9``.
+SETPRIV = "setpriv"
 
 
 #: The group leader of every command :func:`run` starts: a shell that gets SIGTERM when the
-#: harness dies (:data:`DIE_WITH_PARENT` with TERM) and then SIGKILLs its whole process group,
-#: so make's sub-makes and compilers die too, not only make (measured: orphaned sub-makes of a
-#: killed build went on writing into the O= directory while the next build ran, and it failed).
-#: Otherwise it waits for the command and exits with its status.
-GROUP_GUARD = ('trap "kill -KILL 0" TERM; "$@" & wait $!; exit $?')
+#: harness dies and then SIGKILLs its whole process group, so make's sub-makes and compilers
+#: die too, not only make (measured: orphaned sub-makes of a killed build went on writing into
+#: the O= directory while the next build ran, and it failed).  Otherwise it waits for the
+#: command and exits with its status.
+GROUP_GUARD = 'trap "kill -KILL 0" TERM; "$@" & wait $!; exit $?'
+
+
+def _behind_pdeathsig(argv: Sequence[str], signame: str, *wrapper: str) -> list[str]:
+    """``argv`` (its program resolved on PATH, so a missing one raises FileNotFoundError here,
+    not setpriv's exit 127) behind ``setpriv --pdeathsig SIGNAME`` and ``wrapper``; without
+    setpriv on PATH ``argv`` as it is."""
+    program = shutil.which(argv[0])
+    if program is None:
+        raise FileNotFoundError(2, "No such file or directory", argv[0])
+    if shutil.which(SETPRIV) is None:
+        return list(argv)
+    return [SETPRIV, "--pdeathsig", signame, "--", *wrapper, program, *argv[1:]]
 
 
 def group_dies_with_parent(argv: Sequence[str]) -> list[str]:
     """``argv`` run by :data:`GROUP_GUARD` behind ``setpriv --pdeathsig TERM``: the command and
     every process of its group die with the harness thread that started it, even on
-    ``kill -9`` of the harness.  The program is resolved on PATH first (FileNotFoundError when
-    it is missing); without setpriv ``argv`` is returned as it is."""
-    program = shutil.which(argv[0])
-    if program is None:
-        raise FileNotFoundError(2, "No such file or directory", argv[0])
-    if shutil.which(DIE_WITH_PARENT[0]) is None:
-        return list(argv)
-    return ["setpriv", "--pdeathsig", "TERM", "--", "sh", "-c", GROUP_GUARD, "harness-guard", program, *argv[1:]]
+    ``kill -9`` of the harness.  Raises FileNotFoundError when the program is missing."""
+    return _behind_pdeathsig(argv, "TERM", "sh", "-c", GROUP_GUARD, "harness-guard")
 
 
 def die_with_parent(argv: Sequence[str]) -> list[str]:
-    """``argv`` behind :data:`DIE_WITH_PARENT`, the program resolved on PATH first so a missing
-    program still raises FileNotFoundError here (not setpriv's exit 127).  Without setpriv
-    (not on PATH) ``argv`` is returned as it is."""
-    program = shutil.which(argv[0])
-    if program is None:
-        raise FileNotFoundError(2, "No such file or directory", argv[0])
-    if shutil.which(DIE_WITH_PARENT[0]) is None:
-        return list(argv)
-    return [*DIE_WITH_PARENT, program, *argv[1:]]
+    """``argv`` behind ``setpriv --pdeathsig KILL`` (one process, QEMU: nothing to take down
+    with it).  Raises FileNotFoundError when the program is missing."""
+    return _behind_pdeathsig(argv, "KILL")
 
 
 class Children:

@@ -12,7 +12,6 @@ import os
 import queue
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,9 +22,9 @@ from harness.cache import Cache
 from harness.errors import HarnessError, InternalError
 from harness.matrix import Cell, Matrix, unfetchable
 from harness.paths import DATA_ROOT
-from harness.pipeline import INTERRUPTED, CellHooks, Say, SharedArtifacts, reproducer, run_cell
+from harness.pipeline import (CellHooks, Say, SharedArtifacts, end_interrupted, end_with_error,
+                               end_with_internal_error, reproducer, run_cell)
 from harness.proc import CHILDREN, CommandLog
-from harness.verdict import Verdict
 
 
 @dataclass
@@ -38,10 +37,15 @@ class MatrixResult:
     seconds: float = 0.0
 
 
+def _cell_result(cell: Cell, out: Path, **fields) -> results.RunResult:
+    """A result for ``cell`` that run_cell did not make (a SKIP, an interrupt, an error outside it)."""
+    return results.RunResult(command="", out_dir=out / cell.dirname, profile=cell.request.profile, cell=cell.id,
+                             defect=cell.defect, started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             **fields)
+
+
 def _skipped(cell: Cell, out: Path) -> results.RunResult:
-    res = results.RunResult(command="", out_dir=out / cell.dirname, profile=cell.request.profile, cell=cell.id,
-                           defect=cell.defect, skipped=cell.skip,
-                           started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    res = _cell_result(cell, out, skipped=cell.skip)
     results.write_results(res)
     return res
 
@@ -54,10 +58,9 @@ STOP_GRACE = 5.0
 def _interrupted(cell: Cell, out: Path) -> results.RunResult:
     """The result of a cell that did not finish before an interrupt (not written to its own
     directory: a still-running worker may yet write its results.json there)."""
-    return results.RunResult(command="", out_dir=out / cell.dirname, profile=cell.request.profile, cell=cell.id,
-                             defect=cell.defect, error=INTERRUPTED, error_verdict=Verdict.ERROR,
-                             error_type="KeyboardInterrupt", exit_code=130,
-                             started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    res = _cell_result(cell, out)
+    end_interrupted(res)
+    return res
 
 
 def run_matrix(mx: Matrix, out: Path, cache: Cache, say: Say, jobs: int | None = None,
@@ -100,22 +103,16 @@ def run_matrix(mx: Matrix, out: Path, cache: Cache, say: Say, jobs: int | None =
                         cell.expect, reproducer(cell.request, [cell.scenario], expect), cell.defect, cell.id, hooks)
 
     def guarded(k: int, cell: Cell) -> results.RunResult:
+        res = _cell_result(cell, out)
         try:
             return one(k, cell)
         except HarnessError as e:  # outside run_cell (a SKIP's lookup): this cell only
-            res = _interrupted(cell, out) if hooks_base.stop.is_set() else results.RunResult(
-                command="", out_dir=out / cell.dirname, profile=cell.request.profile, cell=cell.id,
-                defect=cell.defect, error=f"{type(e).__name__}: {e}", error_verdict=e.verdict,
-                error_type=type(e).__name__, exit_code=e.exit_code)
+            if hooks_base.stop.is_set():
+                end_interrupted(res)
+            else:
+                end_with_error(res, e)
         except Exception as e:  # a fault of the harness: this cell is an ERROR, the others go on
-            (out / cell.dirname).mkdir(parents=True, exist_ok=True)
-            (out / cell.dirname / "internal-error.log").write_text(traceback.format_exc())
-            res = results.RunResult(command="", out_dir=out / cell.dirname, profile=cell.request.profile,
-                                    cell=cell.id, defect=cell.defect,
-                                    error=f"InternalError: {type(e).__name__}: {e} (traceback in "
-                                          f"{out / cell.dirname / 'internal-error.log'}; please report it)",
-                                    error_verdict=Verdict.ERROR, error_type="InternalError",
-                                    exit_code=InternalError.exit_code)
+            end_with_internal_error(res, e, out / cell.dirname, cache)
         results.write_results(res)
         return res
 
