@@ -198,10 +198,11 @@ def _build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log
     build_log = out_dir / "build.log"
     steps_file = toolchain.cache_root / _STEPS_FILE
     steps_key = f"{tree.version} {content_key(render(requests))}"
-    try:
-        expected = json.loads(steps_file.read_text()).get(steps_key)
+    try:  # read once: every build holds the sources lock, so no other writes it meanwhile
+        known = json.loads(steps_file.read_text())
     except (FileNotFoundError, ValueError):
-        expected = None
+        known = {}
+    expected = known.get(steps_key)
     stop = threading.Event()
     if progress is not None:
         threading.Thread(target=_watch, args=(build_log, expected, progress, stop), daemon=True).start()
@@ -223,10 +224,6 @@ def _build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log
                                      for k, v in asdict(result).items()}, indent=2))
     started.unlink()
     if fresh:  # a whole build: the count the next build of this version and kconfig will need
-        try:
-            known = json.loads(steps_file.read_text())
-        except (FileNotFoundError, ValueError):
-            known = {}
         atomic_write(steps_file, json.dumps({**known, steps_key: count_steps(build_log)}, indent=1))
     return result
 
