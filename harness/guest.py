@@ -26,6 +26,7 @@ import secrets
 import shlex
 import string
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,38 @@ class CommandResult:
     output: str
     exit_status: int
     seconds: float
+
+
+#: The longest line the guest shell reads: busybox ash's line editor stops taking input beyond
+#: about 1020 characters (CONFIG_FEATURE_EDITING_MAX_LEN is 1024 in Debian's busybox-static;
+#: measured: a line of 1012 characters runs, one of 1022 never ends), so longer lines are refused.
+MAX_LINE = 1000
+#: The shell variable that holds a line's marker (a name no guest command of ours uses).
+_MARK = "__hxm"
+
+
+def _line(marker: str, commands: Sequence[str]) -> str:
+    """The console line that runs ``commands``: the marker, kept in :data:`_MARK` and written
+    split in two quoted halves so the echoed line never contains it, a start marker ``M:``,
+    and after each command ``M:<exit status>``."""
+    return (f"{_MARK}='{marker[:5]}''{marker[5:]}'; echo ${_MARK}:; "
+            + "".join(f"{command}; echo ${_MARK}:$?; " for command in commands).rstrip("; "))
+
+
+def _lines(commands: Sequence[str]) -> list[list[str]]:
+    """Split ``commands`` into runs whose :func:`_line` fits :data:`MAX_LINE`, in order.
+    Raises :class:`ScenarioError` naming a command that does not fit a line of its own."""
+    lines: list[list[str]] = []
+    for command in commands:
+        if len(_line("M" * 12, [command])) > MAX_LINE:
+            raise ScenarioError(f"guest command of {len(command)} characters is longer than the guest shell "
+                                f"reads in one line (about {MAX_LINE - 40}); put it in a script in "
+                                f"guest-rootfs/ or split it: {command[:120]}...")
+        if lines and len(_line("M" * 12, [*lines[-1], command])) <= MAX_LINE:
+            lines[-1].append(command)
+        else:
+            lines.append([command])
+    return lines
 
 
 class GuestSession:
@@ -150,26 +183,47 @@ class GuestSession:
         ``timeout`` is in seconds.  Raises :class:`GuestHang` (exit 7) when the end marker
         does not come in time; :class:`GuestCrash` (FAIL) when the kernel panics, or Oopses
         and then says nothing for :data:`harness.timeouts.OOPS_GRACE` seconds, without
-        waiting out ``timeout``; :class:`QemuKilled` (ERROR) when QEMU dies by a signal.
+        waiting out ``timeout``; :class:`QemuKilled` (ERROR) when QEMU dies by a signal;
+        :class:`ScenarioError` when the command is longer than :data:`MAX_LINE`.
+        """
+        return self.run_batch((command,), timeout)[0]
+
+    def run_batch(self, commands: Sequence[str], timeout: float = timeouts.GUEST_COMMAND) -> tuple[CommandResult, ...]:
+        """Run ``commands`` one after the other, each whatever the others' exit status, in as
+        few console lines as :data:`MAX_LINE` allows; return one result per command.
+
+        A console line costs a round trip (about 0.1 s under TCG), so a cycle's reads go in
+        one.  ``timeout`` (seconds) is per line; each result's ``seconds`` runs from the end
+        of the command before it.  Raises as :meth:`run`.
         """
         if self._child is None:
             raise RuntimeError("guest session is not started")
+        results: list[CommandResult] = []
+        for line_commands in _lines(commands):
+            results.extend(self._run_line(line_commands, timeout))
+        return tuple(results)
+
+    def _run_line(self, commands: Sequence[str], timeout: float) -> list[CommandResult]:
         marker = "".join(secrets.choice(string.ascii_uppercase) for _ in range(12))
-        head, rest = marker[:5], marker[5:]
-        line = f"echo '{head}''{rest}'; {command}; echo \"{head}\"\"{rest}-$?\""
-        start = time.monotonic()
+        line = _line(marker, commands)
+        start = last = time.monotonic()
         self._child.sendline(line)
-        before = self._wait_marker(re.compile(rf"{marker}-(\d+)\r*\n"), command, start + timeout, timeout)
-        seconds = time.monotonic() - start
-        idx = before.rfind(marker)
-        body = before[idx + len(marker):] if idx >= 0 else before
-        output = strip_terminal(body).strip("\n")
-        status = int(self._child.match.group(1))
-        self.log.write(f"# guest$ {command}\n# status={status} seconds={seconds:.2f}\n{output}\n")
-        _LOG.debug("guest$ %s  # status=%s, %.2f s", command, status, seconds)
-        if output.strip():
-            _LOG.log(OUTPUT, "%s", output.rstrip())
-        return CommandResult(command, output, status, seconds)
+        results = []
+        for i, command in enumerate(commands):
+            before = self._wait_marker(re.compile(rf"{marker}:(\d+)\r*\n"), command, start + timeout, timeout)
+            now = time.monotonic()
+            if i == 0:  # the echoed line, then the start marker, then the first command's output
+                idx = before.rfind(marker + ":")
+                before = before[idx + len(marker) + 1:] if idx >= 0 else before
+            output = strip_terminal(before).strip("\n")
+            status = int(self._child.match.group(1))
+            self.log.write(f"# guest$ {command}\n# status={status} seconds={now - last:.2f}\n{output}\n")
+            _LOG.debug("guest$ %s  # status=%s, %.2f s", command, status, now - last)
+            if output.strip():
+                _LOG.log(OUTPUT, "%s", output.rstrip())
+            results.append(CommandResult(command, output, status, now - last))
+            last = now
+        return results
 
     def _wait_marker(self, end: re.Pattern, command: str, deadline: float, timeout: float) -> str:
         """Expect ``end`` until ``deadline`` (monotonic seconds), watching for a panic or Oops;

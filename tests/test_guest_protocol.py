@@ -35,6 +35,32 @@ def test_output_and_exit_status_are_framed_by_markers(tmp_path):
     assert (tmp_path / "console.log").read_text().count("no newline") >= 1
 
 
+def test_a_batch_gives_each_command_its_output_and_status_in_order(tmp_path):
+    with session(tmp_path) as s:
+        rs = s.run_batch(["echo one", "false", "printf 'two\\nthree'", "(exit 7)", "true"])
+    assert [(r.output, r.exit_status) for r in rs] == [("one", 0), ("", 1), ("two\nthree", 0), ("", 7), ("", 0)]
+    assert all(r.seconds >= 0 for r in rs)
+
+
+def test_a_batch_longer_than_a_console_line_is_split_into_lines_that_fit(tmp_path):
+    from harness.guest import MAX_LINE, _line, _lines
+    commands = [f"echo {i:03d}{'y' * 150}" for i in range(20)]  # ~3,300 characters in all
+    lines = _lines(commands)
+    assert len(lines) > 3 and [c for line in lines for c in line] == commands
+    with session(tmp_path) as s:
+        rs = s.run_batch(commands)
+    assert [r.output[:3] for r in rs] == [f"{i:03d}" for i in range(20)]
+    assert all(len(_line("M" * 12, line)) <= MAX_LINE for line in lines)
+
+
+def test_a_command_longer_than_the_shell_reads_is_an_error_naming_it_not_a_hang(tmp_path):
+    from harness.errors import ScenarioError
+    with session(tmp_path) as s:
+        with pytest.raises(ScenarioError, match="longer than the guest shell reads in one line.*echo xxx"):
+            s.run("echo " + "x" * 1000)
+        assert s.run("echo still here").output == "still here"
+
+
 def test_timeout_is_a_hang_and_the_process_is_reaped(tmp_path):
     with pytest.raises(GuestHang) as err:
         with session(tmp_path) as s:
@@ -79,15 +105,21 @@ class _Scripted:
         status, output = next((v for k, v in self.answers.items() if command.startswith(k)), (0, ""))
         return CommandResult(command, output, status, 0.01)
 
+    def run_batch(self, commands, timeout=30.0):
+        return tuple(self.run(c, timeout) for c in commands)
+
 
 def test_a_failed_arming_command_ends_the_cycle_at_once_naming_it():
     from harness import scenarios, suspend
     from harness.errors import ScenarioError
-    guest = _Scripted({"rtcwake": (1, "rtcwake: /dev/rtc0: unable to find device: No such file or directory")})
+    guest = _Scripted({"echo 0 > /sys/class/rtc/rtc0/wakealarm": (2, "sh: can't create /sys/class/rtc/rtc0/wakealarm: nonexistent directory")})
     with pytest.raises(ScenarioError) as err:
         suspend.run_cycle(guest, scenarios.find_scenario("s2idle-rtc"), 1)
-    assert "arming the cycle: `rtcwake -m no -s 1` exited 1: rtcwake: /dev/rtc0: unable to find device" in str(err.value)
-    assert not any("/sys/power/state" in c for c in guest.commands)  # never suspended, so no HANG to wait out
+    assert ("arming the cycle: `echo 0 > /sys/class/rtc/rtc0/wakealarm && echo +1 > /sys/class/rtc/rtc0/wakealarm` "
+            "exited 2: sh: can't create /sys/class/rtc/rtc0/wakealarm") in str(err.value)
+    # the state write runs in the arming's line, and only if the arming worked: no HANG to wait out
+    write = next(c for c in guest.commands if "/sys/power/state" in c)
+    assert write.startswith("[ $__hxarmed = 0 ] && ") and "__hxarmed=$?" in guest.commands[guest.commands.index(write) - 1]
 
 
 def test_a_failed_set_up_command_is_an_error_before_any_cycle():
