@@ -201,8 +201,9 @@ def boot_with_ssh(art: GuestArtifacts, out: Path, log: CommandLog, boot_timeout:
 
 def pull_guest_state(target: ssh.SshTarget, into: Path, last_dmesg: str | None) -> tuple[dict, list[str]]:
     """After the cycles, fetch over SFTP into ``into``: the whole kernel log (``dmesg.txt``),
-    ``interrupts.txt`` and ``suspend_stats.txt`` (``/sys/power/suspend_stats/*``, one
-    ``name value`` line each: busybox tar takes a sysfs file's 4096-byte st_size for its length).  Return
+    ``interrupts.txt`` and ``suspend_stats.txt`` (:data:`harness.suspend.SUSPEND_STATS`: one
+    ``/sys/power/suspend_stats/NAME:VALUE`` line each, as sysfs files are not copied whole:
+    busybox tar takes a sysfs file's 4096-byte st_size for its length).  Return
     (what was fetched: file name -> bytes, notes).  A note says when ``last_dmesg`` (the last
     cycle's log read on the console) has lines the SFTP dmesg lacks, or why a pull failed;
     nothing here fails the run."""
@@ -210,8 +211,7 @@ def pull_guest_state(target: ssh.SshTarget, into: Path, last_dmesg: str | None) 
     files, notes = {}, []
     pulls = (("dmesg.txt", "dmesg > /tmp/harness-dmesg.txt", "/tmp/harness-dmesg.txt"),
              ("interrupts.txt", "cat /proc/interrupts > /tmp/harness-interrupts.txt", "/tmp/harness-interrupts.txt"),
-             ("suspend_stats.txt", "for f in /sys/power/suspend_stats/*; do echo \"${f##*/} $(cat $f)\"; "
-                                   "done > /tmp/harness-stats.txt", "/tmp/harness-stats.txt"))
+             ("suspend_stats.txt", f"{suspend.SUSPEND_STATS} > /tmp/harness-stats.txt", "/tmp/harness-stats.txt"))
     try:
         with ssh.connect(target.port, target.key, timeouts.SSH_RECONNECT) as s:
             for name, command, remote in pulls:

@@ -2,8 +2,8 @@
 
 Three scenario kinds:
 
-* ``rtc``: arm the PL031 wake alarm (``rtcwake -m no -s N``) and write
-  ``mem`` to ``/sys/power/state`` (s2idle on QEMU virt: ``mem_sleep`` offers
+* ``rtc``: arm the PL031 wake alarm N seconds ahead (:data:`WAKE_ALARM`) and
+  write ``mem`` to ``/sys/power/state`` (s2idle on QEMU virt: ``mem_sleep`` offers
   only ``s2idle`` without PSCI SYSTEM_SUSPEND);
 * ``pm_test``: write a level to ``/sys/power/pm_test`` (``platform`` runs the
   noirq phases) with ``pm_test_delay`` 0, then ``mem``; no wake source needed;
@@ -24,16 +24,22 @@ limited to those callbacks (:data:`harness.model.NOIRQ_TRACE_ROOTS`) so that a s
 call inside them shows (the kernel does not report one: noirq callbacks run
 preemptible with CPU interrupts on).  The kernel log is read with ``dmesg``
 and cleared before each cycle.
+
+A console line costs a round trip (about 0.1 s under TCG) and a guest process
+about 20 ms, so a cycle is two console lines (:meth:`GuestSession.run_batch`):
+one clears the log, reads the counters, arms the wake source and writes the
+state; the other does every read after resume (with SSH, the payload round
+trip goes between the two).  The reads use shell builtins, or one process
+each, where they can.
 """
 
 from __future__ import annotations
 
 import re
-import time
 import zlib
 from harness import ssh, timeouts
 from harness.errors import ScenarioError
-from harness.guest import GuestSession
+from harness.guest import CommandResult, GuestSession
 from harness.model import (NOIRQ_TRACE_ROOTS, CycleRecord, GuestFacts, HealthResult, NetTraffic, Scenario,
                            VirtioDevice)
 
@@ -49,14 +55,26 @@ _TRACEFS = "/sys/kernel/tracing"
 
 #: After-resume health probes: (name, guest command, test on (exit status, output)).
 #: ``{block}`` is a disk block that no earlier cycle read, so the read reaches the device.
+#: The link probe polls ``operstate`` for up to a second (a link set up just now needs a moment).
 HEALTH_PROBES = (
     ("probe-request", "cat /sys/bus/virtio/drivers/virtio_pm_probe/*/request",
      lambda rc, out: rc == 0 and out.startswith("ok ")),
     ("blk-read", "dd if=/dev/vda of=/dev/null bs=4096 count=1 skip={block} 2>&1",
      lambda rc, out: rc == 0 and "1+0 records in" in out),
-    ("net-link", "ip link set eth0 up && sleep 0.2 && cat /sys/class/net/eth0/operstate",
+    ("net-link", "ip link set eth0 up && for i in 1 2 3 4 5 6 7 8 9 10; do "
+                 "read s < /sys/class/net/eth0/operstate; [ \"$s\" = up ] && break; sleep 0.1; done; echo $s",
      lambda rc, out: rc == 0 and out.strip().endswith("up")),
 )
+
+#: The ``suspend_stats`` counters (kernel/power/main.c), one ``/sys/power/suspend_stats/NAME:VALUE``
+#: line each, in one process; an empty file gives no line (:func:`parse_stats`).
+SUSPEND_STATS = "grep . /sys/power/suspend_stats/* 2>/dev/null"
+
+#: The RTC's wake alarm (drivers/rtc/sysfs.c: ``+N`` is N seconds after the RTC's current second;
+#: an armed alarm must be cleared first).  QEMU's PL031 runs its match timer (match - count)
+#: whole seconds from the write, so the wake comes N s after arming: measured 1.0 s for +1,
+#: where ``rtcwake -s 1`` (util-linux) sets one second more and woke after 2.02 s.
+WAKE_ALARM = "echo 0 > /sys/class/rtc/rtc0/wakealarm && echo +{seconds} > /sys/class/rtc/rtc0/wakealarm"
 
 
 #: The guest commands before the first cycle: console loglevel 1 (the console carries only the
@@ -67,21 +85,28 @@ SETUP_COMMANDS = ("dmesg -n 1", "echo 1 > /sys/power/pm_print_times && echo 1 > 
 
 def _must(session: GuestSession, command: str, what: str, timeout: float = timeouts.GUEST_COMMAND):
     """Run a guest command that has to work; raises ScenarioError (verdict ERROR) naming it, its
-    exit status and output at once (a failed ``rtcwake`` must not wait out the cycle as a HANG)."""
-    r = session.run(command, timeout=timeout)
+    exit status and output at once (a failed arming must not wait out the cycle as a HANG)."""
+    return _must_have_worked(session.run(command, timeout=timeout), what)
+
+
+def _must_have_worked(r: CommandResult, what: str, command: str | None = None) -> CommandResult:
+    """``r``, or ScenarioError naming its command (or ``command``, what it wraps), exit status
+    and output if it failed."""
     if r.exit_status != 0:
-        raise ScenarioError(f"{what}: `{command}` exited {r.exit_status}: {r.output.strip()[-300:] or '(no output)'}")
+        raise ScenarioError(f"{what}: `{command or r.command}` exited {r.exit_status}: "
+                            f"{r.output.strip()[-300:] or '(no output)'}")
     return r
 
 
 def prepare(session: GuestSession) -> GuestFacts:
     """Run :data:`SETUP_COMMANDS` (ScenarioError if one fails), read the guest's facts."""
-    for command in SETUP_COMMANDS:
-        _must(session, command, "guest set-up")
-    mem_sleep = session.run("cat /sys/power/mem_sleep").output.strip()
-    m = _RTC_IRQ.search(session.run("cat /proc/interrupts").output)
-    release = session.run("uname -r").output.strip()
-    return GuestFacts(mem_sleep, int(m[1]) if m else None, release, _setup_noirq_trace(session))
+    *setup, mem_sleep, interrupts, release = session.run_batch(
+        (*SETUP_COMMANDS, "cat /sys/power/mem_sleep", "cat /proc/interrupts", "uname -r"))
+    for r in setup:
+        _must_have_worked(r, "guest set-up")
+    m = _RTC_IRQ.search(interrupts.output)
+    return GuestFacts(mem_sleep.output.strip(), int(m[1]) if m else None, release.output.strip(),
+                      _setup_noirq_trace(session))
 
 
 def _setup_noirq_trace(session: GuestSession) -> bool:
@@ -95,28 +120,34 @@ def _setup_noirq_trace(session: GuestSession) -> bool:
     return session.run(cmd + " 2>/dev/null").exit_status == 0
 
 
-_VIRTIO_DEVICES = ("for d in /sys/bus/virtio/devices/*; do p=$(readlink -f $d); drv=$(readlink $d/driver); "
-                   "echo \"${d##*/} $(cat $d/status) $(basename ${p%/*}) ${drv##*/}\"; done")
+#: The virtio bus's devices, one ``NAME STATUS TRANSPORT [DRIVER]`` line each, in shell builtins
+#: only (``cd -P`` resolves the sysfs links in place of a readlink process per link).
+VIRTIO_DEVICES = ("for d in /sys/bus/virtio/devices/*; do cd -P $d; read s < status; t=${PWD%/*}; drv=; "
+                  "cd -P driver 2>/dev/null && drv=${PWD##*/}; echo \"${d##*/} $s ${t##*/} $drv\"; done; cd /")
 
 
-def read_virtio_devices(session: GuestSession) -> tuple[VirtioDevice, ...]:
-    """The virtio bus's devices with status, transport and driver (``/sys/bus/virtio/devices``)."""
+def parse_virtio_devices(out: str) -> tuple[VirtioDevice, ...]:
+    """The devices in the output of :data:`VIRTIO_DEVICES` (lines that do not parse are skipped)."""
     devices = []
-    for line in session.run(_VIRTIO_DEVICES).output.splitlines():
+    for line in out.splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[1].startswith("0x"):
             devices.append(VirtioDevice(parts[0], int(parts[1], 16), parts[2], parts[3] if len(parts) > 3 else None))
     return tuple(devices)
 
 
-def _read_stats(session: GuestSession) -> dict[str, str]:
-    out = session.run("for f in /sys/power/suspend_stats/*; do echo \"${f##*/} $(cat $f)\"; done").output
+def parse_stats(out: str) -> dict[str, str]:
+    """``{counter: value}`` from the output of :data:`SUSPEND_STATS` (``.../NAME:VALUE`` lines)."""
     stats = {}
     for line in out.splitlines():
-        key, _, value = line.partition(" ")
-        stats[key] = value.strip()
+        path, sep, value = line.partition(":")
+        if sep and path.startswith("/sys/power/suspend_stats/"):
+            stats[path.rsplit("/", 1)[1]] = value.strip()
     return stats
 
+
+#: The guest shell variable that holds the arming command's exit status for the state write after it.
+_ARMED = "__hxarmed"
 
 #: The guest command that ends a ``pm_test`` cycle's test mode.
 PM_TEST_OFF = "echo none > /sys/power/pm_test"
@@ -126,7 +157,7 @@ def arm_command(scenario: Scenario) -> tuple[str, str]:
     """The guest command that sets up the wake source or test mode of a cycle, and the
     ``/sys/power/state`` word to write after it.  Raises ValueError for an unknown kind."""
     if scenario.kind == "rtc":
-        return f"rtcwake -m no -s {scenario.wake_seconds}", "mem"
+        return WAKE_ALARM.format(seconds=scenario.wake_seconds), "mem"
     if scenario.kind == "pm_test":
         return (f"echo {scenario.pm_test_level} > /sys/power/pm_test && "
                 "echo 0 > /sys/module/suspend/parameters/pm_test_delay"), "mem"
@@ -165,36 +196,40 @@ def run_cycle(session: GuestSession, scenario: Scenario, index: int, facts: Gues
     for command in step.before:
         _must(session, command, f"{where}: before-command", timeouts.STEP_COMMAND)
     traced = bool(facts and facts.noirq_trace)
-    if traced:
-        session.run(f"echo > {_TRACEFS}/trace")
-    stats_before = _read_stats(session)
-    _must(session, "dmesg -c > /dev/null", f"{where}: clearing the kernel log")
     arm, state = arm_command(scenario)
-    _must(session, arm, f"{where}: arming the cycle")
-    start = time.monotonic()
-    write = session.run(f"echo {state} > /sys/power/state", timeout=scenario.timeout)
-    seconds = time.monotonic() - start
+    # The state write goes in the same console line, right after the arming, and only if the
+    # arming worked (else the guest would sleep with no wake source until the cycle times out).
+    *clear, stats_before, arming, write = session.run_batch(
+        ((f"echo > {_TRACEFS}/trace",) if traced else ()) + (
+            "dmesg -c > /dev/null", SUSPEND_STATS, f"{arm}; {_ARMED}=$?; [ ${_ARMED} = 0 ]",
+            f"[ ${_ARMED} = 0 ] && echo {state} > /sys/power/state"), timeout=scenario.timeout)
+    for r in clear:
+        _must_have_worked(r, f"{where}: clearing the kernel log")
+    _must_have_worked(arming, f"{where}: arming the cycle", arm)
+    seconds = write.seconds
+    traffic = net_traffic(scenario, target)  # before the log is read: it shows what the traffic caused
+    block = (zlib.crc32(scenario.name.encode()) % 997) * 8 + index
+    after = ((PM_TEST_OFF,) if scenario.kind == "pm_test" else ()) + (
+        "cat /sys/power/pm_wakeup_irq 2>/dev/null", SUSPEND_STATS,
+        *(command.format(block=block) for _, command, _ in HEALTH_PROBES), VIRTIO_DEVICES,
+        *((f"grep -v '^#' {_TRACEFS}/trace",) if traced else ()), "dmesg")
+    results = list(session.run_batch(after, timeout=timeouts.GUEST_DUMP))
     if scenario.kind == "pm_test":
-        _must(session, PM_TEST_OFF, f"{where}: leaving pm_test")
-    irq = session.run("cat /sys/power/pm_wakeup_irq 2>/dev/null")
+        _must_have_worked(results.pop(0), f"{where}: leaving pm_test")
+    irq, stats = results[0], results[1]
+    health = health_results(results[2:2 + len(HEALTH_PROBES)])
+    virtio = parse_virtio_devices(results[2 + len(HEALTH_PROBES)].output)
+    trace = results[3 + len(HEALTH_PROBES)].output if traced else None
+    dmesg = results[-1].output
     wakeup_irq = int(irq.output) if irq.exit_status == 0 and irq.output.strip().isdigit() else None
-    stats = _read_stats(session)
-    trace = session.run(f"grep -v '^#' {_TRACEFS}/trace", timeout=timeouts.GUEST_DUMP).output if traced else None
-    health = check_health(session, block=(zlib.crc32(scenario.name.encode()) % 997) * 8 + index)
-    traffic = net_traffic(scenario, target)
-    virtio = read_virtio_devices(session)
-    dmesg = session.run("dmesg", timeout=timeouts.GUEST_DUMP).output
     return CycleRecord(scenario.name, scenario.kind, index, write.exit_status, write.output,
-                       seconds, wakeup_irq, stats, dmesg, health, stats_before, virtio, trace, step.label,
+                       seconds, wakeup_irq, parse_stats(stats.output), dmesg, health,
+                       parse_stats(stats_before.output), virtio, trace, step.label,
                        scenario.pm_test_level if scenario.kind == "pm_test" else None, traffic)
 
 
-def check_health(session: GuestSession, block: int) -> tuple[HealthResult, ...]:
-    """Run :data:`HEALTH_PROBES` in the guest; ``block`` is the 4 KiB disk block to read."""
-    results = []
-    for name, command, ok in HEALTH_PROBES:
-        r = session.run(command.format(block=block), timeout=timeouts.GUEST_COMMAND)
-        results.append(HealthResult(name, ok(r.exit_status, r.output), f"$ {r.command} -> {r.exit_status}: "
-                                    + " | ".join(r.output.splitlines()[-3:])))
-    return tuple(results)
-
+def health_results(results) -> tuple[HealthResult, ...]:
+    """The :data:`HEALTH_PROBES` verdicts on their commands' ``results``, in the same order."""
+    return tuple(HealthResult(name, ok(r.exit_status, r.output), f"$ {r.command} -> {r.exit_status}: "
+                              + " | ".join(r.output.splitlines()[-3:]))
+                 for (name, _, ok), r in zip(HEALTH_PROBES, results, strict=True))
