@@ -360,34 +360,43 @@ class LineStream:
                 if line.strip():
                     yield seq, None, line.rstrip()
             return
-        rx = {"printk": _PRINTK_LINE, "journal": _JOURNAL_LINE, "wallclock": _WALLCLOCK_LINE}[self.style]
+        style = self.style
+        rx = {"printk": _PRINTK_LINE, "journal": _JOURNAL_LINE, "wallclock": _WALLCLOCK_LINE}[style]
+        count, words, ended = text.count, _CALLBACK_WORDS.search, _CALLBACK_END.search  # the hot loop's lookups
         seq = pos = 0
         matches = rx.finditer(text)  # one pass in C over the whole log
         m = next(matches, None)
         while m is not None:
             following = next(matches, None)
-            seq += text.count("\n", pos, m.start())
-            pos = m.start()
-            if self.style == "printk":
-                ts = float(m["ts"])
+            start, stop = m.span()
+            seq += count("\n", pos, start)
+            pos = start
+            if style == "printk":
+                ts, msg = m.group("ts", "msg")
+                ts = float(ts)
             else:
-                ts = (int(m["day"] or m["iday"] if self.style == "journal" else m["day"]) * 86400
+                ts = (int(m["day"] or m["iday"] if style == "journal" else m["day"]) * 86400
                       + int(m["h"]) * 3600 + int(m["m"]) * 60 + float(m["s"]))
-            msg = m["msg"].rstrip()
+                msg = m["msg"]
+            msg = msg.rstrip()
             end = following.start() if following else len(text)
-            if end > m.end() + 1 and _CALLBACK_WORDS.search(msg) and not _CALLBACK_END.search(msg):
-                msg = _unwrap(msg, text[m.end() + 1:end])  # an untimed line follows: maybe a wrapped one
+            if end > stop + 1 and words(msg) and not ended(msg):
+                msg = _unwrap(msg, text[stop + 1:end])  # an untimed line follows: maybe a wrapped one
             yield seq, ts, msg
             m = following
 
 
 class _Open:
-    """The transition being read: its callbacks since the last phase boundary (``pending``),
-    its finished phases, and the calls that have not returned yet (key -> index in pending)."""
+    """The transition being read: its callbacks since the last phase boundary (``pending``,
+    the fields of a ``calling`` line, made :class:`Callback` once at the boundary: a frozen
+    dataclass costs about a microsecond to build), their returns (index in pending ->
+    (rc, usecs, seq)), its finished phases, and the calls that have not returned yet
+    (key -> index in pending)."""
 
     def __init__(self, kind: str, label: str | None, start_seq: int, legacy: bool = False):
         self.kind, self.label, self.start_seq, self.legacy = kind, label, start_seq, legacy
-        self.pending: list[Callback] = []
+        self.pending: list[tuple] = []
+        self.ends: dict[int, tuple[int, int, int]] = {}
         self.open_calls: dict[tuple[str | None, str, str], int] = {}
         self.phases: list[Phase] = []
         self.warnings: list[LogProblem] = []
@@ -397,22 +406,26 @@ class _Open:
         self.probe: list[ProbeEvent] = []
         self.failed: str | None = None
 
-    def call(self, cb: Callback) -> None:
-        self.open_calls[(cb.driver, cb.device, cb.callback)] = len(self.pending)
-        self.pending.append(cb)
+    def call(self, driver, device, callback, module, pid, parent, seq, ts) -> None:
+        self.open_calls[(driver, device, callback)] = len(self.pending)
+        self.pending.append((driver, device, callback, module, pid, parent, seq, ts))
 
     def returned(self, key: tuple, rc: int, usecs: int, seq: int) -> None:
         """Complete the open call ``key``; a return without its call (or from before the last
         boundary) is ignored."""
         i = self.open_calls.pop(key, None)
         if i is not None:
-            start = self.pending[i]
-            self.pending[i] = Callback(start.driver, start.device, start.callback, start.module, start.pid,
-                                       start.parent, rc, usecs, start.seq, seq, start.time)
+            self.ends[i] = (rc, usecs, seq)
+
+    def _callbacks(self) -> list[Callback]:
+        """The pending calls as :class:`Callback`, with their returns."""
+        ends, none = self.ends, (None, None, None)
+        return [Callback(d, dev, cb, mod, pid, parent, *ends.get(i, none)[:2], seq, ends.get(i, none)[2], ts)
+                for i, (d, dev, cb, mod, pid, parent, seq, ts) in enumerate(self.pending)]
 
     def boundary(self, name: str, seq: int, msecs: float, aborted: bool) -> None:
-        self.phases.append(Phase(name, tuple(self.pending), seq, msecs, aborted))
-        self.pending, self.open_calls = [], {}
+        self.phases.append(Phase(name, tuple(self._callbacks()), seq, msecs, aborted))
+        self.pending, self.ends, self.open_calls = [], {}, {}
         self.probe += [ProbeEvent(e.event, e.fields, e.seq, name) for e in self.probe_pending]
         self.probe_pending = []
 
@@ -420,7 +433,7 @@ class _Open:
         phases = list(self.phases)
         if self.pending:  # callbacks after the last boundary (no pm_debug_messages)
             by_phase: dict[str, list[Callback]] = {}
-            for cb in self.pending:
+            for cb in self._callbacks():
                 by_phase.setdefault(phase_from_symbol(cb.callback, self.kind), []).append(cb)
             phases += [Phase(name, tuple(evs)) for name, evs in by_phase.items()]
         return Transition(self.kind, self.label, self.start_seq, end_seq, tuple(phases),
@@ -492,9 +505,9 @@ class _Parser:
         else:
             return
         intern = sys.intern  # the same few hundred names recur in every cycle: one copy of each
-        cb = Callback(driver and intern(driver), intern(device), callback and intern(callback), module,
-                      int(m["pid"]), intern(parent), None, None, seq, None, ts)
-        self._open("hibernation" if callback and "freeze" in callback else "suspend", seq).call(cb)
+        self._open("hibernation" if callback and "freeze" in callback else "suspend", seq).call(
+            driver and intern(driver), intern(device), callback and intern(callback), module,
+            int(m["pid"]), intern(parent), seq, ts)
 
     def returned(self, seq: int, msg: str) -> None:
         """A device callback ends: the line of any era's initcall_debug_report()."""
