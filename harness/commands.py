@@ -386,8 +386,9 @@ def cmd_parse(args, cache: Cache) -> int:
         raise UsageError(f"cannot read {args.file}: {e.strerror}") from e
     timeline = dmesg.parse(text)
     if args.json:
-        json.dump(timeline.to_json(), sys.stdout, indent=2)
-        print()
+        # One line, one write: json's C encoder serves only unindented output (indent=2 took
+        # 2.7 s for an 11 MB log, five times the parse); `| jq .` indents it.
+        sys.stdout.write(json.dumps(timeline.to_json()) + "\n")
         return 0
     if not timeline.transitions:
         print(f"{args.file}: no suspend or hibernation transitions found")
