@@ -19,6 +19,15 @@ PROBE_BASELINE = FIXTURES / "probe-baseline-6.12"
 PROBE_BACKPORT = FIXTURES / "probe-v9-backport-6.12"
 
 
+def armed(out: Path) -> bool:
+    """True once the harness writing ``out`` has armed a cycle's wake alarm (its ``commands.log``
+    has the arming command, logged when it returns): the state write follows in the same
+    console line (harness.suspend.run_cycle).  The console is no sign: the shell wraps the
+    echoed line at 80 columns, anywhere in ``echo mem > /sys/power/state``."""
+    log = out / "commands.log"
+    return log.exists() and "> /sys/class/rtc/rtc0/wakealarm" in log.read_text(errors="replace")
+
+
 def load_record(stem: str, capture: Path = CAPTURE) -> CycleRecord:
     """Return the captured :class:`CycleRecord` ``stem`` with its dmesg."""
     meta = json.loads((capture / f"{stem}.record.json").read_text())

@@ -19,7 +19,7 @@ import pytest
 
 from harness import rootfs, suspend
 from harness.cache import Cache, file_sha256
-from conftest import ROOT
+from conftest import ROOT, armed
 from harness.pipeline import Request, guest_argv, prepare_guest
 from harness.errors import GuestHang
 from harness.fetch import guest_sysroot
@@ -175,9 +175,8 @@ def test_ctrl_c_during_a_cycle_reaps_qemu_and_exits_130(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--out", str(tmp_path), "--rtc-cycles", "3",
                              "--wake-seconds", "30"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    console = tmp_path / "console.log"
     deadline = time.monotonic() + 600
-    while "echo mem > /sys/power/state" not in (console.read_text() if console.exists() else ""):
+    while not armed(tmp_path):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.2)
     qemu = [p for p in _children(proc.pid) if "qemu-system" in _cmdline(p)]
