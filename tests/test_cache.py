@@ -80,6 +80,26 @@ def test_a_killed_builds_files_are_discarded_and_older_ones_kept(tmp_path):
     assert old.exists() and started.exists() and not truncated.exists()
 
 
+def test_a_finished_build_keeps_what_a_cache_hit_and_a_module_build_read(tmp_path):
+    from harness.build import trim
+    out = tmp_path / "build-x"
+    files = {  # path -> kept: as a 6.12 guest build's O= directory has them
+        "arch/arm64/boot/Image": True, "vmlinux": True, "System.map": True, ".config": True,
+        "Module.symvers": True, "include/generated/autoconf.h": True, "include/config/auto.conf": True,
+        "include/config/auto.conf.cmd": True, "scripts/module.lds": True, "scripts/mod/modpost": True,
+        "scripts/mod/empty.o": True, "scripts/basic/.fixdep.cmd": True, "drivers/virtio/virtio_mmio.ko": True,
+        "harness-modules/probe/virtio_pm_probe.o": True, "harness-build.json": True, "build.log": True,
+        "kernel/fork.o": False, "kernel/.fork.o.cmd": False, "vmlinux.o": False, "vmlinux.a": False,
+        ".tmp_vmlinux1": False, ".tmp_vmlinux2.kallsyms.S": False, "drivers/virtio/built-in.a": False,
+        "drivers/virtio/.built-in.a.cmd": False,
+    }
+    for name in files:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(b"x" * 10)
+    assert trim(out) == 10 * sum(1 for kept in files.values() if not kept)
+    assert {name for name in files if (out / name).exists()} == {name for name, kept in files.items() if kept}
+
+
 def test_build_progress_counts_the_kbuild_steps_of_a_real_build_log(tmp_path):
     from conftest import FIXTURES
     from harness.build import BuildProgress, count_steps
