@@ -56,17 +56,30 @@ def load_recipe(recipe_dir: Path) -> dict:
 
 
 def gen_init_cpio(tree: Path, cache: Cache, log: CommandLog) -> Path:
-    """Return the host ``gen_init_cpio`` built from ``tree/usr/gen_init_cpio.c`` (cached by source hash)."""
+    """Return the host ``gen_init_cpio`` built from ``tree/usr/gen_init_cpio.c`` (cached by source
+    hash), read from git's ``HEAD`` when ``tree`` is a worktree whose checkout was released.
+    Raises :class:`SetupError` when neither has it or the host gcc fails."""
     source = tree / "usr" / "gen_init_cpio.c"
-    tool = cache.path("tools", f"gen_init_cpio-{file_sha256(source)[:16]}")
-    if tool.is_file():
+    from_git = not source.is_file()
+    if from_git:
+        source = cache.path("tools", f".gen_init_cpio.{os.getpid()}.c")
+        res = run(["git", "-C", tree, "show", "HEAD:usr/gen_init_cpio.c"], log, stdout_file=source)
+        if res.returncode != 0:
+            source.unlink(missing_ok=True)
+            raise SetupError(f"{tree}: no usr/gen_init_cpio.c, in the checkout or in git:\n{tail(res.output)}")
+    try:
+        tool = cache.path("tools", f"gen_init_cpio-{file_sha256(source)[:16]}")
+        if tool.is_file():
+            return tool
+        tmp = tool.with_name(f".{tool.name}.{os.getpid()}.tmp")  # unique: another harness may build it too
+        res = run(["gcc", "-O2", "-o", tmp, source], log)
+        if res.returncode != 0:
+            raise SetupError(f"building {source} with the host gcc failed:\n{tail(res.output)}")
+        tmp.replace(tool)
         return tool
-    tmp = tool.with_name(f".{tool.name}.{os.getpid()}.tmp")  # unique: another harness may build it too
-    res = run(["gcc", "-O2", "-o", tmp, source], log)
-    if res.returncode != 0:
-        raise SetupError(f"building {source} with the host gcc failed:\n{tail(res.output)}")
-    tmp.replace(tool)
-    return tool
+    finally:
+        if from_git:
+            source.unlink(missing_ok=True)
 
 
 def _elf_deps(binary: Path, sysroot: Path, log: CommandLog) -> dict[str, Path]:

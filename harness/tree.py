@@ -9,8 +9,8 @@ Each applied revision is a worktree of its own under ``$HARNESS_CACHE/worktrees/
 (:func:`apply_series`).  A kernel checkout is about 1.5 GB and a test run applies dozens of
 revisions, so only the :data:`CHECKOUTS_KEPT` most recently used worktrees keep their source
 files; the others keep their commits, their record and their ``O=`` build directories (so a
-build is still a cache hit) and get their files back from git when they are used again
-(:func:`ensure_checkout`).
+build is still a cache hit) and get their files back from git when something is built in
+them again (:func:`ensure_checkout`); booting a cached build needs no checkout.
 """
 
 from __future__ import annotations
@@ -301,8 +301,9 @@ def apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: C
 
     ``patches`` are :class:`harness.series.Patch` objects (may be empty: a plain
     checkout of ``base``).  Each (tree, base, patches) gets its own worktree
-    under ``$HARNESS_CACHE/worktrees/``, created once and reused (its source given back by git
-    if it was released; the worktrees beyond :data:`CHECKOUTS_KEPT` are released).  The user's
+    under ``$HARNESS_CACHE/worktrees/``, created once and reused (the worktrees beyond
+    :data:`CHECKOUTS_KEPT` are released; a released one gets its source back from git only
+    when something is built in it: a cached build boots without it).  The user's
     checkout, branches, index and stash are not touched (git records the
     worktree under ``.git/worktrees/`` only).  Raises :class:`ApplyError`
     (exit 4) naming the patch, file and hunk that failed; nothing half-applied
@@ -319,8 +320,7 @@ def _apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: 
     final = cache.root / "worktrees" / key
     release_checkouts(cache, keep=final)
     if rec := _worktree_record(final):
-        os.utime(final.with_suffix(".json"))
-        ensure_checkout(final, log)
+        os.utime(final.with_suffix(".json"))  # its source comes back when a build needs it (ensure_checkout)
         return AppliedTree(final, rec["commit"], rec["describe"], kt, base, series_version,
                            tuple(tuple(x) for x in rec["patch_commits"]))
     final.parent.mkdir(parents=True, exist_ok=True)

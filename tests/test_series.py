@@ -234,7 +234,7 @@ def test_apply_makes_a_reused_worktree_and_leaves_the_user_checkout_alone(user_r
     assert other.commit == applied.commit and other.path != applied.path
 
 
-def test_only_the_most_recent_worktrees_keep_their_source_and_a_released_one_comes_back(user_repo, tmp_path):
+def test_only_the_most_recent_worktrees_keep_their_source_and_a_released_one_comes_back_for_a_build(user_repo, tmp_path):
     repo, s = user_repo
     before = user_state(repo)
     kt = kernel_tree(repo)
@@ -253,6 +253,8 @@ def test_only_the_most_recent_worktrees_keep_their_source_and_a_released_one_com
     assert git(first.path, "rev-parse", "HEAD") == first.commit
     again = tree.apply_series(kt, base, s.patches[:1], cache, LOG, 9)
     assert (again.path, again.commit) == (first.path, first.commit)
+    assert not (again.path / "drivers").exists()  # a cached build boots without its source
+    tree.ensure_checkout(again.path, LOG)  # what a build in it calls first
     assert (again.path / "drivers" / "a.c").read_text() == a_c
     assert (again.path / "build-k" / "Image").read_bytes() == b"kernel"
     assert git(again.path, "status", "--porcelain", "--untracked-files=no") == ""
