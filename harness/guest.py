@@ -113,6 +113,8 @@ class GuestSession:
         self._logfile = None
 
     def __enter__(self) -> "GuestSession":
+        if self._child is not None:  # started already (harness.pipeline.boot_with_ssh): not a second QEMU
+            return self
         try:
             self.start()
         except BaseException:
@@ -126,8 +128,11 @@ class GuestSession:
     def start(self) -> float:
         """Start QEMU and wait for the guest shell; return boot seconds.
 
-        Raises :class:`BootError` if QEMU exits or no shell answers within ``boot_timeout``.
+        Raises :class:`BootError` if QEMU exits or no shell answers within ``boot_timeout``,
+        RuntimeError if the session is started already.
         """
+        if self._child is not None:
+            raise RuntimeError(f"guest session is started already (QEMU pid {self._child.pid})")
         self.console_log.parent.mkdir(parents=True, exist_ok=True)
         self._logfile = open(self.console_log, "w", encoding="utf-8", errors="replace")
         self.log.write(f"$ {shlex.join(self.argv)}\n# console: {self.console_log}\n")

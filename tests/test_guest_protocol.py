@@ -35,6 +35,18 @@ def test_output_and_exit_status_are_framed_by_markers(tmp_path):
     assert (tmp_path / "console.log").read_text().count("no newline") >= 1
 
 
+def test_entering_a_started_session_starts_no_second_guest(tmp_path):
+    s = session(tmp_path)
+    s.__enter__()  # as harness.pipeline.boot_with_ssh does before handing the session over
+    pid = s._child.pid
+    with s:
+        assert s._child.pid == pid and s.run("echo $$").output == str(pid)
+        with pytest.raises(RuntimeError, match="started already"):
+            s.start()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
 def test_a_batch_gives_each_command_its_output_and_status_in_order(tmp_path):
     with session(tmp_path) as s:
         rs = s.run_batch(["echo one", "false", "printf 'two\\nthree'", "(exit 7)", "true"])
