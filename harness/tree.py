@@ -150,7 +150,12 @@ def _embedded_tree(cache: Cache, log: CommandLog, name: str, say) -> KernelTree:
     elif (final / "Makefile").exists():  # imported before trees were kept without a checkout
         _drop_checkout(final, log)
     commit = _git(final, log, "rev-parse", "HEAD")
-    version = _makefile_version(_git(final, log, "show", f"{commit}:Makefile"), f"{final} {tag}:Makefile")
+    with tempfile.TemporaryDirectory(dir=final / ".git") as tmp:  # to a file: the logs need not hold the Makefile
+        res = run(["git", "-C", final, "show", f"{commit}:Makefile"], log, stdout_file=Path(tmp) / "Makefile")
+        if res.returncode != 0:
+            raise SetupError(f"git show {commit}:Makefile in {final} failed:\n{tail(res.output)}")
+        version = _makefile_version((Path(tmp) / "Makefile").read_text(errors="replace")[:4096],
+                                    f"{final} {tag}:Makefile")
     return KernelTree(final, commit, version, tag, embedded=True, name=name)
 
 
