@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from harness import timeouts
 from harness.cache import Cache, atomic_write, content_key, require_space
 from harness.errors import BuildError, HarnessError
 from harness.kconfig import Request, configure, render
-from harness.proc import CommandLog, run
+from harness.proc import CommandLog, every, minutes, run
 from harness.toolchain import Toolchain
 from harness.tree import AppliedTree, ensure_checkout
 
@@ -43,9 +42,6 @@ MARKER = "harness-build.json"
 
 #: A Kbuild step in quiet output: ``  CC      kernel/fork.o``, ``  CC [M]  drivers/...``, ``  LD      vmlinux``.
 _STEP = re.compile(rb"^  [A-Z][A-Z0-9_]+ ", re.M)
-
-#: Seconds between two progress reports of a running build (plain lines, CI logs included).
-PROGRESS_INTERVAL = 30.0
 
 #: The steps each (kernel version, kconfig) last needed: the progress bar's 100 %.
 _STEPS_FILE = "build-steps.json"
@@ -70,8 +66,6 @@ class BuildProgress:
 
     def line(self, width: int = 20) -> str:
         """``build [#######-------------] 35% 1012/2890 steps, 4m10s elapsed, ~7m45s left``."""
-        def minutes(seconds: float) -> str:
-            return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
         if not self.expected:
             return f"build: {self.steps} steps, {minutes(self.elapsed)} elapsed (first build of this kconfig)"
         share = min(1.0, self.steps / self.expected)
@@ -89,11 +83,6 @@ def count_steps(build_log: Path) -> int:
         return 0
 
 
-def _watch(build_log: Path, expected: int | None, progress, stop: threading.Event) -> None:
-    """Report :class:`BuildProgress` to ``progress`` every :data:`PROGRESS_INTERVAL` s until ``stop``."""
-    start = time.monotonic()
-    while not stop.wait(PROGRESS_INTERVAL):
-        progress(BuildProgress(count_steps(build_log), expected, time.monotonic() - start))
 #: Touched when a build starts in an ``O=`` directory, removed when it completes: a build
 #: killed half-way (SIGKILL of the harness, an interrupted matrix) leaves it behind.
 _STARTED = "harness-build.started"
@@ -193,8 +182,8 @@ def build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log:
           progress=None) -> BuildResult:
     """Configure and build ``Image`` and ``modules`` for ``tree``, holding the cache's sources
     lock (the worktree and its ``O=`` directory are not released or built by another process
-    meanwhile).  ``progress(BuildProgress)`` is called every :data:`PROGRESS_INTERVAL` seconds
-    while make runs.
+    meanwhile).  ``progress(BuildProgress)`` is called every
+    :data:`harness.proc.PROGRESS_INTERVAL` seconds while make runs.
 
     Raises :class:`~harness.errors.ConfigError` if a requested symbol did not
     survive, :class:`BuildError` (exit 5) with the first compiler error and
@@ -239,15 +228,10 @@ def _build(tree: AppliedTree, requests: list[Request], toolchain: Toolchain, log
     except (FileNotFoundError, ValueError):
         known = {}
     expected = known.get(steps_key)
-    stop = threading.Event()
-    if progress is not None:
-        threading.Thread(target=_watch, args=(build_log, expected, progress, stop), daemon=True).start()
     start = time.monotonic()
-    try:
+    with every(lambda elapsed: progress and progress(BuildProgress(count_steps(build_log), expected, elapsed))):
         res = run(toolchain.make_argv(tree.path, out_dir, *TARGETS), log, env=toolchain.make_env(),
                   output_file=build_log, timeout=timeouts.build())
-    finally:
-        stop.set()
     seconds = time.monotonic() - start
     if res.returncode != 0:
         err = first_error(res.output) or "(no compiler error found; see the log)"

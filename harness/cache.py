@@ -32,7 +32,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import filelock
 
@@ -165,3 +165,41 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def disk_usage(path: Path, skip: Iterable[Path] = (), seen: set | None = None) -> tuple[int, float]:
+    """``(bytes, newest mtime)`` of ``path`` and everything under it: allocated blocks as ``du``
+    counts them, a file with several hard links once per ``seen`` set, directories in ``skip``
+    not entered, symlinks not followed.  ``(0, 0.0)`` when ``path`` does not exist."""
+    skipped = {str(p) for p in skip}
+    seen = set() if seen is None else seen
+    try:
+        st = path.lstat()
+    except OSError:
+        return 0, 0.0
+    total, newest = st.st_blocks * 512, st.st_mtime
+    if not path.is_dir() or path.is_symlink():
+        return total, newest
+    stack = [str(path)]
+    while stack:
+        try:
+            it = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with it:
+            for entry in it:
+                if entry.path in skipped:
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if st.st_nlink > 1 and not entry.is_dir(follow_symlinks=False):
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+                newest = max(newest, st.st_mtime)
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+    return total, newest

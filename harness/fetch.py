@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import timeouts
-from harness.cache import Cache, atomic_dir, content_key, require_space
+from harness.cache import Cache, atomic_dir, content_key, disk_usage, require_space
 from harness.errors import SetupError, UsageError
-from harness.proc import CommandLog, run, tail
+from harness.proc import CommandLog, every, minutes, run, tail
 
 #: arm64 packages unpacked into the guest sysroot: busybox for the shell,
 #: util-linux for ``rtcwake`` (dynamic), libc6 for its loader and libc; dropbear-bin for the
@@ -203,7 +203,9 @@ def linux_source(cache: Cache, log: CommandLog, name: str = DEFAULT_TREE,
     require_space(src, "tree")
     with tempfile.TemporaryDirectory(dir=src, prefix=".download.") as tmp:
         say(f"download {wanted} (about 150-170 MB) ...")
-        res = run(argv, log, cwd=Path(tmp), timeout=APT_DOWNLOAD_TIMEOUT)
+        with every(lambda elapsed: say(f"download {wanted}: {disk_usage(Path(tmp))[0] // 2**20} MB of about "
+                                       f"150-170 MB, {minutes(elapsed)} elapsed")):
+            res = run(argv, log, cwd=Path(tmp), timeout=APT_DOWNLOAD_TIMEOUT)
         if res.returncode != 0:
             raise SetupError(f"apt-get download {wanted} failed:\n{tail(res.output)}\n"
                              "Run `apt-get update` (as root), then `make setup` again.")

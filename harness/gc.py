@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from harness import build, doctor, fetch, timeouts, tree
-from harness.cache import Cache, content_key, pid_temp_name
+from harness.cache import Cache, content_key, disk_usage, pid_temp_name
 from harness.errors import HarnessError, SetupError
 from harness.proc import CommandLog, run
 
@@ -133,44 +133,6 @@ def format_size(n: int) -> str:
             value = n / _UNITS[unit]
             return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
     return f"{n}B"
-
-
-def disk_usage(path: Path, skip: Iterable[Path] = (), seen: set | None = None) -> tuple[int, float]:
-    """``(bytes, newest mtime)`` of ``path`` and everything under it: allocated blocks as ``du``
-    counts them, a file with several hard links once per ``seen`` set, directories in ``skip``
-    not entered, symlinks not followed.  ``(0, 0.0)`` when ``path`` does not exist."""
-    skipped = {str(p) for p in skip}
-    seen = set() if seen is None else seen
-    try:
-        st = path.lstat()
-    except OSError:
-        return 0, 0.0
-    total, newest = st.st_blocks * 512, st.st_mtime
-    if not path.is_dir() or path.is_symlink():
-        return total, newest
-    stack = [str(path)]
-    while stack:
-        try:
-            it = os.scandir(stack.pop())
-        except OSError:
-            continue
-        with it:
-            for entry in it:
-                if entry.path in skipped:
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if st.st_nlink > 1 and not entry.is_dir(follow_symlinks=False):
-                    if (st.st_dev, st.st_ino) in seen:
-                        continue
-                    seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512
-                newest = max(newest, st.st_mtime)
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-    return total, newest
 
 
 # --- scan: the cache as entries ------------------------------------------------------------------

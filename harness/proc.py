@@ -231,6 +231,37 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+#: Seconds between two progress reports of a long stage (a build, a download, a tree import):
+#: plain lines, so CI logs show them too.
+PROGRESS_INTERVAL = 30.0
+
+
+@contextlib.contextmanager
+def every(report, interval: float = PROGRESS_INTERVAL):
+    """Call ``report(elapsed seconds)`` every ``interval`` seconds on a daemon thread while the
+    ``with`` block runs (never after it ends); an exception in ``report`` ends the reports only."""
+    stop, start = threading.Event(), time.monotonic()
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                report(time.monotonic() - start)
+            except Exception:  # a progress line is never worth a failed stage
+                _LOG.debug("progress report failed", exc_info=True)
+                return
+
+    threading.Thread(target=loop, name="progress", daemon=True).start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+def minutes(seconds: float) -> str:
+    """``250.0`` -> ``4m10s``."""
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
 def tail(text: str, lines: int = 20) -> str:
     """Return the last ``lines`` lines of ``text`` (for error messages)."""
     return "\n".join(text.rstrip().splitlines()[-lines:])

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import timeouts
-from harness.cache import Cache, atomic_dir, atomic_write, content_key
+from harness.cache import Cache, atomic_dir, atomic_write, content_key, disk_usage
 from harness.errors import ApplyError, SetupError, UsageError
 from harness.fetch import DEFAULT_TREE, EMBEDDED_TREES, linux_source
-from harness.proc import CommandLog, run, tail
+from harness.proc import CommandLog, every, minutes, run, tail
 
 #: Top-level Makefile lines that give the kernel version.
 _MAKEFILE_VERSION = re.compile(r"^(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)[ \t]*=[ \t]*(\S*)", re.M)
@@ -131,7 +131,9 @@ def _embedded_tree(cache: Cache, log: CommandLog, name: str, say) -> KernelTree:
     if not (final / ".git").is_dir():
         say(f"import {tarball.path.name} into a git tree (once) ...")
         with atomic_dir(final) as tmp:
-            res = run(["tar", "-xJf", tarball.path, "-C", tmp, "--strip-components=1"], log)
+            with every(lambda elapsed: say(f"import: {disk_usage(tmp)[0] // 2**20} MB of about 1500 MB extracted, "
+                                           f"{minutes(elapsed)} elapsed")):
+                res = run(["tar", "-xJf", tarball.path, "-C", tmp, "--strip-components=1"], log)
             if res.returncode != 0:
                 raise SetupError(f"extracting {tarball.path} failed:\n{tail(res.output)}\n"
                                  f"Delete it and run `make setup` again.")

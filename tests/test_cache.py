@@ -109,3 +109,28 @@ def test_build_progress_counts_the_kbuild_steps_of_a_real_build_log(tmp_path):
     half = BuildProgress(steps=775, expected=1551, elapsed=17.0)
     assert half.line().startswith("build [##########----------]  50% 775/1551 steps, 0m17s elapsed, ~0m17s left")
     assert "first build of this kconfig" in BuildProgress(10, None, 5.0).line()
+
+
+def test_progress_reports_come_while_the_stage_runs_and_never_after():
+    import time
+    from harness.proc import every, minutes
+    seen = []
+    with every(seen.append, interval=0.05):
+        time.sleep(0.32)
+    n = len(seen)
+    time.sleep(0.15)
+    assert 4 <= n == len(seen) and seen == sorted(seen) and 0.04 < seen[0] < 0.3
+    assert minutes(250.0) == "4m10s" and minutes(59.9) == "0m59s"
+
+
+def test_a_failing_progress_report_does_not_fail_the_stage():
+    import time
+    from harness.proc import every
+    calls = []
+
+    def broken(elapsed):
+        calls.append(elapsed)
+        raise OSError("the download directory went away")
+    with every(broken, interval=0.02):
+        time.sleep(0.15)
+    assert len(calls) == 1
