@@ -102,6 +102,8 @@ def cmd_apply(args, cache: Cache) -> int:
     if not args.series:
         raise UsageError("harness apply needs a series")
     applied, _ = pipeline.applied_tree(_request(args), cache, log, say)
+    with cache.sources_lock():  # the user reads the files: a released worktree gets them back
+        tree.ensure_checkout(applied.path, log)
     print(f"worktree: {applied.path}")
     print(f"base:     {applied.base}")
     for index, subject, sha in applied.patch_commits:
