@@ -23,6 +23,7 @@ from harness.cache import Cache, atomic_write, content_key, file_sha256
 from harness.config import load_document
 from harness.errors import ConfigError, SetupError
 from harness.proc import CommandLog, run, tail
+from harness.tree import show_file
 
 #: ``readelf -d`` line naming a needed library.
 _NEEDED = re.compile(r"\(NEEDED\)\s+Shared library: \[(?P<lib>[^\]]+)\]")
@@ -63,10 +64,7 @@ def gen_init_cpio(tree: Path, cache: Cache, log: CommandLog) -> Path:
     from_git = not source.is_file()
     if from_git:
         source = cache.path("tools", f".gen_init_cpio.{os.getpid()}.c")
-        res = run(["git", "-C", tree, "show", "HEAD:usr/gen_init_cpio.c"], log, stdout_file=source)
-        if res.returncode != 0:
-            source.unlink(missing_ok=True)
-            raise SetupError(f"{tree}: no usr/gen_init_cpio.c, in the checkout or in git:\n{tail(res.output)}")
+        show_file(tree, "HEAD:usr/gen_init_cpio.c", source, log)
     try:
         tool = cache.path("tools", f"gen_init_cpio-{file_sha256(source)[:16]}")
         if tool.is_file():

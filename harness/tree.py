@@ -87,6 +87,16 @@ def _drop_checkout(repo: Path, log: CommandLog) -> None:
     _git(repo, log, "config", "core.bare", "true")
 
 
+def show_file(repo: Path, spec: str, dest: Path, log: CommandLog) -> None:
+    """Write git's ``spec`` (``REV:PATH``) of ``repo`` to ``dest`` byte for byte, not into the
+    logs (a worktree or tree without a checkout still has its files in git).  Raises
+    :class:`SetupError` naming ``spec`` when git cannot (``dest`` is then removed)."""
+    res = run(["git", "-C", repo, "show", spec], log, stdout_file=dest)
+    if res.returncode != 0:
+        dest.unlink(missing_ok=True)
+        raise SetupError(f"git show {spec} in {repo} failed:\n{tail(res.output)}")
+
+
 def _git(tree: Path, log: CommandLog, *args: str, env: dict | None = None) -> str:
     res = run(["git", "-C", tree, *args], log, env=env)
     if res.returncode != 0:
@@ -153,9 +163,7 @@ def _embedded_tree(cache: Cache, log: CommandLog, name: str, say) -> KernelTree:
         _drop_checkout(final, log)
     commit = _git(final, log, "rev-parse", "HEAD")
     with tempfile.TemporaryDirectory(dir=final / ".git") as tmp:  # to a file: the logs need not hold the Makefile
-        res = run(["git", "-C", final, "show", f"{commit}:Makefile"], log, stdout_file=Path(tmp) / "Makefile")
-        if res.returncode != 0:
-            raise SetupError(f"git show {commit}:Makefile in {final} failed:\n{tail(res.output)}")
+        show_file(final, f"{commit}:Makefile", Path(tmp) / "Makefile", log)
         version = _makefile_version((Path(tmp) / "Makefile").read_text(errors="replace")[:4096],
                                     f"{final} {tag}:Makefile")
     return KernelTree(final, commit, version, tag, embedded=True, name=name)
