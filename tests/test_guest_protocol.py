@@ -127,7 +127,7 @@ def test_a_failed_arming_command_ends_the_cycle_at_once_naming_it():
     guest = _Scripted({"echo 0 > /sys/class/rtc/rtc0/wakealarm": (2, "sh: can't create /sys/class/rtc/rtc0/wakealarm: nonexistent directory")})
     with pytest.raises(ScenarioError) as err:
         suspend.run_cycle(guest, scenarios.find_scenario("s2idle-rtc"), 1)
-    assert ("arming the cycle: `echo 0 > /sys/class/rtc/rtc0/wakealarm && echo +1 > /sys/class/rtc/rtc0/wakealarm` "
+    assert ("arming the cycle: `echo 0 > /sys/class/rtc/rtc0/wakealarm && echo +2 > /sys/class/rtc/rtc0/wakealarm` "
             "exited 2: sh: can't create /sys/class/rtc/rtc0/wakealarm") in str(err.value)
     # the state write runs in the arming's line, and only if the arming worked: no HANG to wait out
     write = next(c for c in guest.commands if "/sys/power/state" in c)
