@@ -199,6 +199,10 @@ def boot_with_ssh(art: GuestArtifacts, out: Path, log: CommandLog, boot_timeout:
     raise AssertionError("unreachable")
 
 
+#: The prefix of the lines that carry each pull command's exit status (:func:`pull_guest_state`).
+_PULL_STATUS = "harness-pull-status: "
+
+
 def pull_guest_state(target: ssh.SshTarget, into: Path, last_dmesg: str | None) -> tuple[dict, list[str]]:
     """After the cycles, fetch over SFTP into ``into``: the whole kernel log (``dmesg.txt``),
     ``interrupts.txt`` and ``suspend_stats.txt`` (:data:`harness.suspend.SUSPEND_STATS`: one
@@ -212,12 +216,19 @@ def pull_guest_state(target: ssh.SshTarget, into: Path, last_dmesg: str | None) 
     pulls = (("dmesg.txt", "dmesg > /tmp/harness-dmesg.txt", "/tmp/harness-dmesg.txt"),
              ("interrupts.txt", "cat /proc/interrupts > /tmp/harness-interrupts.txt", "/tmp/harness-interrupts.txt"),
              ("suspend_stats.txt", f"{suspend.SUSPEND_STATS} > /tmp/harness-stats.txt", "/tmp/harness-stats.txt"))
+    # One exec channel for the three commands (a channel costs a round trip, and dropbear now
+    # and then refuses one opened right after another closed), each followed by its exit status.
+    script = "; ".join(f"{command}; echo \"{_PULL_STATUS}{name} $?\"" for name, command, _ in pulls)
     try:
         with ssh.connect(target.port, target.key, timeouts.SSH_RECONNECT) as s:
+            out, _ = s.run(script)
+            status = dict(line[len(_PULL_STATUS):].rsplit(" ", 1) for line in out.splitlines()
+                          if line.startswith(_PULL_STATUS) and " " in line)
+            said = "\n".join(line for line in out.splitlines() if not line.startswith(_PULL_STATUS)).strip()
             for name, command, remote in pulls:
-                out, rc = s.run(command)
-                if rc != 0:
-                    notes.append(f"ssh pull: `{command}` exited {rc}: {out.strip()[:200]}")
+                if status.get(name) != "0":
+                    notes.append(f"ssh pull: `{command}` exited {status.get(name, '(no status)')}: "
+                                 f"{said[:200] or '(no output)'}")
                     continue
                 files[name] = s.get(remote, into / name).stat().st_size
     except HarnessError as e:

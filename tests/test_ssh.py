@@ -241,3 +241,44 @@ def test_dmesg_mismatch_is_a_note_only_when_console_lines_are_missing():
     assert dmesg_mismatch(console + "\n[  8.0] later line", console) is None
     note = dmesg_mismatch("[  5.1] PM: suspend entry (s2idle)", console)
     assert note.startswith("dmesg over SFTP lacks 1 of") and "suspend exit" in note
+
+
+def test_pull_runs_one_command_line_and_names_the_pull_that_failed(tmp_path, monkeypatch):
+    """pull_guest_state's three commands go over one exec channel; each one's exit status comes
+    back on a line of its own, so a failed one is named and the others are still fetched.  The
+    script runs in the host's sh with a `dmesg` that fails and a `grep` that answers."""
+    from harness import pipeline
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dmesg").write_text("#!/bin/sh\necho 'dmesg: read kernel buffer failed: Operation not permitted' >&2\n"
+                                   "exit 1\n")
+    (bin_dir / "grep").write_text("#!/bin/sh\necho /sys/power/suspend_stats/success:3\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    runs = []
+
+    class Fake:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def run(self, command):
+            runs.append(command)
+            res = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30,
+                                 env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+            return res.stdout + res.stderr, res.returncode
+
+        def get(self, remote, local):
+            local.write_bytes(Path(remote).read_bytes())
+            return local
+
+    monkeypatch.setattr(ssh, "connect", lambda *a, **k: Fake())
+    target = ssh.SshTarget(2222, ssh.new_key(tmp_path / "id"))
+    files, notes = pipeline.pull_guest_state(target, tmp_path / "out", None)
+    assert len(runs) == 1
+    assert sorted(files) == ["interrupts.txt", "suspend_stats.txt"]
+    assert (tmp_path / "out" / "suspend_stats.txt").read_text() == "/sys/power/suspend_stats/success:3\n"
+    assert notes == ["ssh pull: `dmesg > /tmp/harness-dmesg.txt` exited 1: "
+                     "dmesg: read kernel buffer failed: Operation not permitted"]
