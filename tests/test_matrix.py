@@ -287,3 +287,18 @@ def test_setup_fetches_the_trees_the_default_matrix_uses_and_cells_name_their_tr
     assert by_id["v9-backport-6.12/virt-mmio/s2idle-rtc"].tree == "debian-6.12"
     # the reproducer keeps an embedded tree's name (a path would be resolved against the cwd)
     assert "--tree debian-7.2 " in pipeline.reproducer(era.request, [era.scenario])
+
+
+def test_workers_take_the_longest_cells_first_and_skips_last():
+    """The defects matrix's 50-cycle cell is its longest (about 3 minutes): started ninth, as in
+    matrix order, it would end minutes after the others."""
+    mx = matrix.find_matrix("defects")
+    order = [mx.cells[k] for k in scheduler.start_order(mx.cells)]
+    assert order[0].id == "v9-backport-6.12/virt-mmio/s2idle-rtc" and order[0].scenario.cycles == 50
+    assert order[1].id == "v9-backport-7.2@debian-7.2/virt-mmio/s2idle-rtc"
+    seconds = [scheduler.expected_seconds(c) for c in order]
+    assert seconds == sorted(seconds, reverse=True)
+    five = [c.id for c in order if c.defect and c.request.tree is None]  # equal estimates: matrix order
+    assert five == [c.id for c in mx.cells if c.defect and c.request.tree is None]
+    skipped = replace(mx.cells[0], skip="no tree")
+    assert scheduler.start_order([skipped, mx.cells[5]]) == [1, 0]
