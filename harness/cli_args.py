@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="results directory (default: $HARNESS_CACHE/runs/matrix-<name>-<time>)")
     p.add_argument("--kconfig", metavar="FRAGMENT", action="append", help="kconfig fragments for every cell")
     p.add_argument("-j", "--jobs", type=int, metavar="N",
-                   help="cells run at once, each with its own guest (default: number of CPUs); "
+                   help="cells run at once, each with its own guest (default: number of CPUs + 1: a guest in s2idle leaves its CPU idle); "
                         "builds run one at a time with make -j<CPUs>")
     p.add_argument("--boot-timeout", type=float, default=timeouts.BOOT, metavar="SECONDS",
                    help=f"seconds to wait for each guest shell (default: {timeouts.BOOT:g})")
