@@ -8,6 +8,7 @@ ccache hits survive a change of build directory.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -91,9 +92,21 @@ def arm64(cache: Cache, jobs: int | None = None) -> Toolchain:
 
 
 def qemu_version(binary: str = "qemu-system-aarch64") -> str:
-    """Return the first line of ``qemu-system-aarch64 --version`` (or ``unknown``)."""
+    """Return the first line of ``qemu-system-aarch64 --version`` (or ``unknown``).
+
+    ``--version`` costs QEMU about 0.5 s of CPU (it initialises its modules first) and every
+    cell of a matrix records it: it runs once per binary file (path, size, mtime) a process sees."""
+    path = shutil.which(binary)
+    if path is None:
+        return "unknown"
+    st = os.stat(path)
+    return _qemu_version(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _qemu_version(path: str, _size: int, _mtime_ns: int) -> str:
     try:
-        res = run([binary, "--version"], CommandLog(), timeout=timeouts.TOOL_VERSION)
+        res = run([path, "--version"], CommandLog(), timeout=timeouts.TOOL_VERSION)
     except FileNotFoundError:
         return "unknown"
     return res.output.splitlines()[0] if res.returncode == 0 and res.output else "unknown"
