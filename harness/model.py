@@ -131,8 +131,10 @@ class CycleRecord:
     ``suspend_stats`` counters before and after, the kernel log of the cycle,
     the health probes, the virtio devices' status after the cycle, the
     function graph trace of the noirq callbacks (None when not traced), and
-    the step's label and ``pm_test`` level (None unless a pm_test cycle), and the SSH traffic
-    after resume (None when the guest had no SSH: a profile without ``hostfwd``)."""
+    the step's label and ``pm_test`` level (None unless a pm_test cycle), the SSH traffic
+    after resume (None when the guest had no SSH: a profile without ``hostfwd``), and why
+    each earlier attempt of the cycle was retried (``early_wakes``: the wake alarm fired
+    before the guest was suspended, :func:`harness.suspend.run_cycle`)."""
 
     scenario: str
     kind: str
@@ -150,3 +152,4 @@ class CycleRecord:
     step: str = ""
     pm_test_level: str | None = None
     net_traffic: NetTraffic | None = None
+    early_wakes: tuple[str, ...] = ()

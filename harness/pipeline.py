@@ -395,8 +395,10 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
                     timeline = dmesg.parse(rec.dmesg)
                     verdicts = checks.check_cycle(rec, facts, timeline, {**base_expect, **step.expect}, step.checks)
                     result.cycles.append(results.CycleResult(rec, timeline, tuple(verdicts), dmesg_file.name))
+                    retried = f", tried {len(rec.early_wakes) + 1} times: the wake alarm came early" \
+                        if rec.early_wakes else ""
                     say(f"{scenario.name} #{i}/{scenario.cycles}{' ' + step.label if step.label else ''}: "
-                        f"{result.cycles[-1].verdict} ({rec.seconds:.2f} s)")
+                        f"{result.cycles[-1].verdict} ({rec.seconds:.2f} s{retried})")
             result.timings["cycles"] = time.monotonic() - start
             last_traffic = result.cycles[-1].record.net_traffic if result.cycles else None
             if target is not None and last_traffic is not None and not last_traffic.ok and not last_traffic.skipped:

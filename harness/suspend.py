@@ -74,7 +74,8 @@ SUSPEND_STATS = "grep . /sys/power/suspend_stats/* 2>/dev/null"
 #: an armed alarm must be cleared first).  QEMU's PL031 runs its match timer (match - count)
 #: whole seconds from the write, so the wake comes N s after arming: measured 1.0 s for +1,
 #: where ``rtcwake -s 1`` (util-linux) sets one second more and woke after 2.02 s.
-WAKE_ALARM = "echo 0 > /sys/class/rtc/rtc0/wakealarm && echo +{seconds} > /sys/class/rtc/rtc0/wakealarm"
+_WAKEALARM = "/sys/class/rtc/rtc0/wakealarm"
+WAKE_ALARM = f"echo 0 > {_WAKEALARM} && echo +{{seconds}} > {_WAKEALARM}"
 
 
 #: The guest commands before the first cycle: console loglevel 1 (the console carries only the
@@ -149,6 +150,26 @@ def parse_stats(out: str) -> dict[str, str]:
 #: The guest shell variable that holds the arming command's exit status for the state write after it.
 _ARMED = "__hxarmed"
 
+#: The guest shell variable that holds ``/sys/power/wakeup_count`` as read before the arming.
+_COUNT = "__hxwc"
+
+#: The guest shell variable that holds the wake alarm still pending after a suspend aborted with -EBUSY.
+_ALARM_LEFT = "__hxleft"
+
+#: The wakeup-count handshake (Documentation/ABI/testing/sysfs-power, kernel/power/main.c
+#: wakeup_count_store): the count read before the alarm is armed is written back just before
+#: the state write.  Without it a wake alarm that fires before the guest is suspended is lost
+#: and the guest sleeps with no wake source (a HANG): QEMU's PL031 raises its IRQ at once when
+#: the match register is already due (hw/rtc/pl031.c pl031_set_alarm, ``ticks == 0``), the RTC
+#: core runs an alarm it finds past at once (drivers/rtc/interface.c rtc_timer_enqueue,
+#: ``-ETIME``), and a wake IRQ before the noirq phase wakes nothing.  With the handshake the
+#: kernel refuses the count write (the alarm came during the arming) or aborts the suspend
+#: with ``-EBUSY`` (during the suspend), and the cycle is tried again.
+WAKEUP_COUNT = "/sys/power/wakeup_count"
+
+#: How many times a cycle whose wake alarm fired before the suspend is tried again.
+EARLY_WAKE_RETRIES = 2
+
 #: The guest command that ends a ``pm_test`` cycle's test mode.
 PM_TEST_OFF = "echo none > /sys/power/pm_test"
 
@@ -196,16 +217,16 @@ def run_cycle(session: GuestSession, scenario: Scenario, index: int, facts: Gues
     for command in step.before:
         _must(session, command, f"{where}: before-command", timeouts.STEP_COMMAND)
     traced = bool(facts and facts.noirq_trace)
-    arm, state = arm_command(scenario)
-    # The state write goes in the same console line, right after the arming, and only if the
-    # arming worked (else the guest would sleep with no wake source until the cycle times out).
-    *clear, stats_before, arming, write = session.run_batch(
-        ((f"echo > {_TRACEFS}/trace",) if traced else ()) + (
-            "dmesg -c > /dev/null", SUSPEND_STATS, f"{arm}; {_ARMED}=$?; [ ${_ARMED} = 0 ]",
-            f"[ ${_ARMED} = 0 ] && echo {state} > /sys/power/state"), timeout=scenario.timeout)
-    for r in clear:
-        _must_have_worked(r, f"{where}: clearing the kernel log")
-    _must_have_worked(arming, f"{where}: arming the cycle", arm)
+    early_wakes: list[str] = []
+    while True:
+        stats_before, write = _suspend(session, scenario, where, traced, early_wakes)
+        if write is not None:
+            break
+        if len(early_wakes) > EARLY_WAKE_RETRIES:
+            raise ScenarioError(f"{where}: the wake alarm fired before the guest was suspended, "
+                                f"{len(early_wakes)} times in a row (its wake_seconds, "
+                                f"{scenario.wake_seconds}, is shorter than getting into suspend takes "
+                                f"here); last: {early_wakes[-1]}")
     seconds = write.seconds
     traffic = net_traffic(scenario, target)  # before the log is read: it shows what the traffic caused
     block = (zlib.crc32(scenario.name.encode()) % 997) * 8 + index
@@ -225,7 +246,44 @@ def run_cycle(session: GuestSession, scenario: Scenario, index: int, facts: Gues
     return CycleRecord(scenario.name, scenario.kind, index, write.exit_status, write.output,
                        seconds, wakeup_irq, parse_stats(stats.output), dmesg, health,
                        parse_stats(stats_before.output), virtio, trace, step.label,
-                       scenario.pm_test_level if scenario.kind == "pm_test" else None, traffic)
+                       scenario.pm_test_level if scenario.kind == "pm_test" else None, traffic,
+                       tuple(early_wakes))
+
+
+def _suspend(session: GuestSession, scenario: Scenario, where: str, traced: bool,
+             early_wakes: list[str]) -> tuple[CommandResult, CommandResult | None]:
+    """One console line: clear the log, read the counters, arm the wake source, and write the
+    state only if the arming worked (else the guest would sleep with no wake source until the
+    cycle times out).  An s2idle cycle does the :data:`WAKEUP_COUNT` handshake around the
+    arming.  Return (the counters' read, the state write), or (counters, None) after appending
+    to ``early_wakes`` why the wake alarm fired before the suspend.  Raises ScenarioError when
+    the log clearing or the arming fails, GuestHang past ``scenario.timeout``."""
+    arm, state = arm_command(scenario)
+    handshake = scenario.kind == "rtc"
+    arming = (f"read {_COUNT} < {WAKEUP_COUNT} && {arm}" if handshake else arm) + f"; {_ARMED}=$?; [ ${_ARMED} = 0 ]"
+    count = (f"[ ${_ARMED} = 0 ] && echo ${_COUNT} > {WAKEUP_COUNT}; {_ARMED}=$?; [ ${_ARMED} = 0 ]",) if handshake else ()
+    clear = ((f"echo > {_TRACEFS}/trace",) if traced else ()) + ("dmesg -c > /dev/null",)
+    results = session.run_batch((*clear, SUSPEND_STATS, arming, *count,
+                                 f"[ ${_ARMED} = 0 ] && echo {state} > /sys/power/state"), timeout=scenario.timeout)
+    stats_before, armed, saved, write = results[len(clear)], results[len(clear) + 1], results[len(clear) + 2:-1], results[-1]
+    for r in results[:len(clear)]:
+        _must_have_worked(r, f"{where}: clearing the kernel log")
+    _must_have_worked(armed, f"{where}: arming the cycle", arm)
+    if saved and saved[0].exit_status != 0:
+        early_wakes.append(f"a wakeup event between reading and writing {WAKEUP_COUNT}, during the arming "
+                           f"({saved[0].output.strip() or 'no message'})")
+        return stats_before, None
+    if handshake and write.exit_status != 0 and "busy" in write.output.lower():
+        # -EBUSY: a wakeup event aborted the suspend.  Ours if the alarm is no longer pending;
+        # then the aborted attempt's kernel log goes to the transcript (commands.log), and
+        # otherwise it stays for the cycle's checks.
+        pending, _ = session.run_batch((f"{_ALARM_LEFT}=$(cat {_WAKEALARM}); echo \"${_ALARM_LEFT}\"",
+                                        f"[ -n \"${_ALARM_LEFT}\" ] || dmesg -c"), timeout=timeouts.GUEST_DUMP)
+        if pending.exit_status == 0 and not pending.output.strip():
+            early_wakes.append(f"the wake alarm fired during the suspend, which the kernel aborted "
+                               f"({write.output.strip()})")
+            return stats_before, None
+    return stats_before, write
 
 
 def health_results(results) -> tuple[HealthResult, ...]:

@@ -262,6 +262,28 @@ def test_a_failed_arming_command_is_an_error_at_once_with_its_output(base_run, t
     assert seconds < 30  # not the 90 s cycle timeout
 
 
+def test_a_wake_alarm_that_fires_before_the_suspend_is_caught_and_retried_not_a_hang(base_run, tmp_path):
+    """The race a 1 s alarm loses now and then under load, forced: the arming command sleeps
+    past the alarm, which fires before the state write.  Without the wakeup_count handshake
+    the guest suspends with no wake source left (a HANG when the cycle times out, 30 s here);
+    with it the kernel refuses the count, and the cycle is tried again, then given up."""
+    out = tmp_path / "out"
+    inject = ("import sys; from harness import suspend; suspend.WAKE_ALARM += ' && sleep 1.5'; "
+              "from harness.cli import main; sys.exit(main(sys.argv[1:]))")
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", inject, "run", "--out", str(out), "--scenario",
+                           scenario(tmp_path, "early", "kind: rtc\ncycles: 1\nwake_seconds: 1\ntimeout: 30\n")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    doc = results(out)
+    assert (doc["verdict"], doc["error_type"]) == ("ERROR", "ScenarioError"), proc.stdout + proc.stderr
+    assert "the wake alarm fired before the guest was suspended, 3 times in a row" in doc["error"]
+    assert "during the arming (sh: write error: Invalid argument)" in doc["error"]  # the kernel's refusal
+    assert time.monotonic() - start - doc["timings"]["boot"] < 30  # three 1.5 s armings, no timeout
+    log = (out / "commands.log").read_text()
+    assert log.count("echo $__hxwc > /sys/power/wakeup_count") == 3 and log.count("echo mem > /sys/power/state") == 3
+    no_guest_left(out)
+
+
 def test_a_bad_config_file_exits_2_naming_file_line_and_key(tmp_path):
     bad = scenario(tmp_path, "bad", "kind: rtc\ncycles: true\n")
     proc = harness("run", "--out", str(tmp_path / "out"), "--scenario", bad, timeout=60)

@@ -124,7 +124,8 @@ class _Scripted:
 def test_a_failed_arming_command_ends_the_cycle_at_once_naming_it():
     from harness import scenarios, suspend
     from harness.errors import ScenarioError
-    guest = _Scripted({"echo 0 > /sys/class/rtc/rtc0/wakealarm": (2, "sh: can't create /sys/class/rtc/rtc0/wakealarm: nonexistent directory")})
+    guest = _Scripted({"read __hxwc < /sys/power/wakeup_count && echo 0 > /sys/class/rtc/rtc0/wakealarm":
+                       (2, "sh: can't create /sys/class/rtc/rtc0/wakealarm: nonexistent directory")})
     with pytest.raises(ScenarioError) as err:
         suspend.run_cycle(guest, scenarios.find_scenario("s2idle-rtc"), 1)
     assert ("arming the cycle: `echo 0 > /sys/class/rtc/rtc0/wakealarm && echo +2 > /sys/class/rtc/rtc0/wakealarm` "
@@ -132,6 +133,59 @@ def test_a_failed_arming_command_ends_the_cycle_at_once_naming_it():
     # the state write runs in the arming's line, and only if the arming worked: no HANG to wait out
     write = next(c for c in guest.commands if "/sys/power/state" in c)
     assert write.startswith("[ $__hxarmed = 0 ] && ") and "__hxarmed=$?" in guest.commands[guest.commands.index(write) - 1]
+
+
+class _Sequenced(_Scripted):
+    """A scripted guest whose answer to a command prefix changes each time: prefix -> list of
+    (exit status, output), the last one repeated."""
+
+    def run(self, command, timeout=30.0):
+        from harness.guest import CommandResult
+        self.commands.append(command)
+        key = next((k for k in self.answers if command.startswith(k)), None)
+        if key is None:
+            return CommandResult(command, "", 0, 0.01)
+        queue = self.answers[key]
+        status, output = queue.pop(0) if len(queue) > 1 else queue[0]
+        return CommandResult(command, output, status, 0.01)
+
+
+_HANDSHAKE = "[ $__hxarmed = 0 ] && echo $__hxwc > /sys/power/wakeup_count"
+_STATE = "[ $__hxarmed = 0 ] && echo mem > /sys/power/state"
+_LEFT = "__hxleft=$(cat /sys/class/rtc/rtc0/wakealarm)"
+
+
+def test_an_alarm_that_fires_during_the_arming_is_caught_by_the_wakeup_count_and_the_cycle_retried():
+    from harness import scenarios, suspend
+    guest = _Sequenced({_HANDSHAKE: [(1, "sh: write error: Invalid argument"), (0, "")]})
+    rec = suspend.run_cycle(guest, scenarios.find_scenario("s2idle-rtc"), 1)
+    assert rec.write_status == 0 and len(rec.early_wakes) == 1
+    assert "during the arming (sh: write error: Invalid argument)" in rec.early_wakes[0]
+    assert sum(c.startswith(_STATE) for c in guest.commands) == 2  # the same line, twice
+    arming = next(c for c in guest.commands if "wakealarm" in c)
+    assert arming.startswith("read __hxwc < /sys/power/wakeup_count && echo 0 > /sys/class/rtc/rtc0/wakealarm")
+
+
+def test_an_alarm_that_aborts_the_suspend_is_retried_but_another_busy_failure_is_the_cycle_s_result():
+    from harness import scenarios, suspend
+    busy = (1, "sh: write error: Device or resource busy")
+    guest = _Sequenced({_STATE: [busy, (0, "")], _LEFT: [(0, "")]})  # the alarm is gone: it woke the guest
+    rec = suspend.run_cycle(guest, scenarios.find_scenario("s2idle-rtc"), 1)
+    assert rec.write_status == 0 and "fired during the suspend" in rec.early_wakes[0]
+    guest = _Sequenced({_STATE: [busy], _LEFT: [(0, "1767225602")]})  # still pending: not ours
+    rec = suspend.run_cycle(guest, scenarios.find_scenario("s2idle-rtc"), 1)
+    assert rec.write_status == 1 and rec.early_wakes == () and sum(c.startswith(_STATE) for c in guest.commands) == 1
+    # the kernel log of a failure that is not an early wake is left for the cycle's checks
+    assert any(c == '[ -n "$__hxleft" ] || dmesg -c' for c in guest.commands)
+
+
+def test_an_alarm_that_always_fires_before_the_suspend_is_an_error_after_the_retries():
+    from harness import scenarios, suspend
+    from harness.errors import ScenarioError
+    guest = _Sequenced({_HANDSHAKE: [(1, "sh: write error: Invalid argument")]})
+    with pytest.raises(ScenarioError, match=r"fired before the guest was suspended, 3 times in a row \(its wake_seconds, 2,"):
+        suspend.run_cycle(guest, scenarios.find_scenario("s2idle-rtc"), 1)
+    assert sum(c.startswith(_STATE) for c in guest.commands) == 1 + suspend.EARLY_WAKE_RETRIES
 
 
 def test_a_failed_set_up_command_is_an_error_before_any_cycle():
