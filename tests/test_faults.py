@@ -257,7 +257,7 @@ def test_a_failed_arming_command_is_an_error_at_once_with_its_output(base_run, t
     unbind = "echo 9010000.pl031 > /sys/bus/amba/drivers/rtc-pl031/unbind"  # the virt board's PL031
     _, doc, seconds = run_fault(tmp_path, "no-rtc", f"kind: rtc\ncycles: 1\nbefore: ['{unbind}']\n",
                                 1, "ERROR", "ScenarioError")
-    assert "arming the cycle: `echo 0 > /sys/class/rtc/rtc0/wakealarm && echo +2 > " in doc["error"]
+    assert "arming the cycle: `echo 0 > /sys/class/rtc/rtc0/wakealarm && echo +1 > " in doc["error"]
     assert "can't create /sys/class/rtc/rtc0/wakealarm" in doc["error"]  # the shell's own message
     assert seconds < 30  # not the 90 s cycle timeout
 

@@ -128,7 +128,7 @@ def test_a_failed_arming_command_ends_the_cycle_at_once_naming_it():
                        (2, "sh: can't create /sys/class/rtc/rtc0/wakealarm: nonexistent directory")})
     with pytest.raises(ScenarioError) as err:
         suspend.run_cycle(guest, scenarios.find_scenario("s2idle-rtc"), 1)
-    assert ("arming the cycle: `echo 0 > /sys/class/rtc/rtc0/wakealarm && echo +2 > /sys/class/rtc/rtc0/wakealarm` "
+    assert ("arming the cycle: `echo 0 > /sys/class/rtc/rtc0/wakealarm && echo +1 > /sys/class/rtc/rtc0/wakealarm` "
             "exited 2: sh: can't create /sys/class/rtc/rtc0/wakealarm") in str(err.value)
     # the state write runs in the arming's line, and only if the arming worked: no HANG to wait out
     write = next(c for c in guest.commands if "/sys/power/state" in c)
@@ -183,7 +183,7 @@ def test_an_alarm_that_always_fires_before_the_suspend_is_an_error_after_the_ret
     from harness import scenarios, suspend
     from harness.errors import ScenarioError
     guest = _Sequenced({_HANDSHAKE: [(1, "sh: write error: Invalid argument")]})
-    with pytest.raises(ScenarioError, match=r"fired before the guest was suspended, 3 times in a row \(its wake_seconds, 2,"):
+    with pytest.raises(ScenarioError, match=r"fired before the guest was suspended, 3 times in a row \(its wake_seconds, 1,"):
         suspend.run_cycle(guest, scenarios.find_scenario("s2idle-rtc"), 1)
     assert sum(c.startswith(_STATE) for c in guest.commands) == 1 + suspend.EARLY_WAKE_RETRIES
 
