@@ -312,6 +312,7 @@ def phase_from_symbol(callback: str | None, kind: str) -> str:
 #: every line) is not searched with the patterns (tests/test_dmesg.py holds the two together).
 PROBLEM_WORDS = ("BUG", "WARNING: ", "Oops", "Unable to handle kernel ", "Kernel panic", "INFO: ")
 _PROBLEM_WORD = re.compile("|".join(map(re.escape, PROBLEM_WORDS)))
+_problem_word = _PROBLEM_WORD.search
 
 
 #: A device callback line, and how a whole one ends (", parent: <p>", "... usecs"): a line with
@@ -406,17 +407,6 @@ class _Open:
         self.probe: list[ProbeEvent] = []
         self.failed: str | None = None
 
-    def call(self, driver, device, callback, module, pid, parent, seq, ts) -> None:
-        self.open_calls[(driver, device, callback)] = len(self.pending)
-        self.pending.append((driver, device, callback, module, pid, parent, seq, ts))
-
-    def returned(self, key: tuple, rc: int, usecs: int, seq: int) -> None:
-        """Complete the open call ``key``; a return without its call (or from before the last
-        boundary) is ignored."""
-        i = self.open_calls.pop(key, None)
-        if i is not None:
-            self.ends[i] = (rc, usecs, seq)
-
     def _callbacks(self) -> list[Callback]:
         """The pending calls as :class:`Callback`, with their returns."""
         ends, none = self.ends, (None, None, None)
@@ -467,8 +457,6 @@ class _Parser:
         return self.current
 
     def problem(self, seq: int, msg: str) -> None:
-        if not _PROBLEM_WORD.search(msg):
-            return
         if kind := next((kind for kind, rx in PROBLEMS if rx.search(msg)), None):
             problem = LogProblem(kind, seq, msg)
             self.problems.append(problem)
@@ -476,7 +464,8 @@ class _Parser:
                 self.current.warnings.append(problem)
 
     def line(self, seq: int, ts: float | None, msg: str) -> None:
-        self.problem(seq, msg)
+        if _problem_word(msg):  # here, not in problem(): a call per line costs 2 % of a parse
+            self.problem(seq, msg)
         if self.current and self.current.failed is None and ("failed" in msg or "aborted" in msg) \
                 and SUSPEND_FAILED.match(msg):
             self.current.failed = msg
@@ -505,9 +494,10 @@ class _Parser:
         else:
             return
         intern = sys.intern  # the same few hundred names recur in every cycle: one copy of each
-        self._open("hibernation" if callback and "freeze" in callback else "suspend", seq).call(
-            driver and intern(driver), intern(device), callback and intern(callback), module,
-            int(m["pid"]), intern(parent), seq, ts)
+        driver, device, callback = driver and intern(driver), intern(device), callback and intern(callback)
+        cur = self._open("hibernation" if callback and "freeze" in callback else "suspend", seq)
+        cur.open_calls[(driver, device, callback)] = len(cur.pending)  # inlined: half the lines come here
+        cur.pending.append((driver, device, callback, module, int(m["pid"]), intern(parent), seq, ts))
 
     def returned(self, seq: int, msg: str) -> None:
         """A device callback ends: the line of any era's initcall_debug_report()."""
@@ -519,7 +509,10 @@ class _Parser:
             key = (None, m["device"], None)
         else:
             return
-        self.current.returned(key, int(m["rc"]), int(m["usecs"]), seq)
+        cur = self.current  # a return without its call (or from before the last boundary): ignored
+        i = cur.open_calls.pop(key, None)
+        if i is not None:
+            cur.ends[i] = (int(m["rc"]), int(m["usecs"]), seq)
 
     def pm_core_line(self, seq: int, msg: str) -> None:
         """A line of the PM core itself (``PM: ...``): transition entry and exit, phase
@@ -553,8 +546,9 @@ def parse(text: str) -> PmTimeline:
     Never raises on odd input."""
     lines = LineStream(text)
     parser = _Parser()
+    line = parser.line
     for seq, ts, msg in lines:
-        parser.line(seq, ts, msg)
+        line(seq, ts, msg)
     if parser.current:
         parser.transitions.append(parser.current.close(None))
     return PmTimeline(tuple(parser.transitions), tuple(parser.problems), len(lines))
