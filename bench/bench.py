@@ -20,7 +20,8 @@ Figures (each skipped with a reason when its input is missing):
   downloaded into the cache) on the same input: the real 6.12 captures with the
   ``PM: Syncing filesystems`` line sleepgraph 5.6 starts a run at (kernels before 5.x printed
   it), cut in files of 20 runs (sleepgraph 5.6 fails on more: ``idchar[num]``)
-* ``--matrix``: the default matrix warm at ``-j1`` and ``-j2``: wall seconds and the speed-up
+* ``--matrix``: the default matrix warm at ``-j1``, ``-j2`` and the default ``-j`` (CPUs + 1):
+  wall seconds and the speed-ups
 """
 
 from __future__ import annotations
@@ -236,15 +237,17 @@ def bench_sleepgraph(cache: Cache) -> dict:
 
 
 def bench_matrix(cache: Cache) -> dict:
+    from harness.scheduler import default_jobs
     out = {}
-    for jobs in (1, 2):
+    for jobs in sorted({1, 2, default_jobs()}):
         target = Path("/tmp") / f"bench-matrix-{os.getpid()}-j{jobs}"
         cmd = [sys.executable, "-m", "harness", "matrix", "default", "-j", str(jobs), "--out", str(target)]
         if jobs == 1:
             subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=7200)  # warm every build first
         out[f"j{jobs}_wall_seconds"] = round(_timed(lambda: subprocess.run(cmd, cwd=ROOT, capture_output=True,
                                                                             timeout=7200)), 1)
-    out["speedup_j2"] = round(out["j1_wall_seconds"] / out["j2_wall_seconds"], 2)
+    for jobs in sorted({2, default_jobs()}):
+        out[f"speedup_j{jobs}"] = round(out["j1_wall_seconds"] / out[f"j{jobs}_wall_seconds"], 2)
     return out
 
 
@@ -252,7 +255,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", action="store_true", help="also time warm harness runs (needs make setup)")
     p.add_argument("--sleepgraph", action="store_true", help="also compare with sleepgraph 5.6 from PyPI")
-    p.add_argument("--matrix", action="store_true", help="also time the default matrix at -j1 and -j2 (minutes)")
+    p.add_argument("--matrix", action="store_true", help="also time the default matrix at -j1, -j2 and the default -j (minutes)")
     p.add_argument("--out", type=Path, default=ROOT / "bench.json")
     args = p.parse_args()
     cache = Cache.from_env()
