@@ -8,7 +8,7 @@
 #   make setup        host packages (apt), the Python venv, and the cached downloads
 #                     (SETUP_ARGS="--tree debian-7.2": only that kernel tree, as CI build jobs do)
 #   make setup-run    only what booting prebuilt kernels needs (QEMU, the venv): CI cell jobs
-#   make bench        speed and size figures into bench.json (a script, not a test)
+#   make bench        speed and size figures into bench.json (a script, not a test; COLD=1: cold too)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -76,9 +76,11 @@ check: setup
 check-unit: venv
 	$(PY) -m pytest -v -m 'not e2e' $(PYTEST_ARGS)
 
-# Speed and size figures (bench/bench.py): the parser's throughput and memory, the cache's
-# size by entry; BENCH_ARGS=--run also times a warm harness run against its build/boot/cycles.
-BENCH_ARGS ?=
+# Speed and size figures (bench/bench.py) on a warm cache, about 12 minutes: the parser's
+# throughput and memory against sleepgraph, the cache's size by entry, warm runs' cycle cost and
+# overhead, the rebuild after a revision switch, the default matrix at -j1/-j2/default.
+# COLD=1 adds a cold setup and matrix in an empty cache (cold builds; tens of minutes).
+BENCH_ARGS ?= --run --switch --sleepgraph --matrix $(if $(COLD),--cold)
 bench: venv
 	$(PY) bench/bench.py $(BENCH_ARGS)
 

@@ -7,7 +7,9 @@ Figures (each skipped with a reason when its input is missing):
 
 * parser: MB/s of ``dmesg.parse`` and of ``harness parse --json`` over the real captures of
   ``tests/fixtures`` concatenated to at least 10 MB, the best of three; the worst case of the
-  old parser (one phase with 20,000 open calls); peak memory over the text (tracemalloc) per MB
+  old parser (one phase with 20,000 open calls); peak memory over the text (tracemalloc) per MB,
+  and the peak RSS of ``harness parse --json`` (the process) per MB of input, beside the RSS
+  of ``harness --version`` (the interpreter and the imports)
 * cache: bytes per embedded tree, per worktree (checked out or released), per ``O=`` build
   directory, ccache, downloads, in ``$HARNESS_CACHE``
 * ``--run``: warm ``harness run``s of the backport, one per scenario (3 s2idle cycles, 3
@@ -20,6 +22,10 @@ Figures (each skipped with a reason when its input is missing):
   downloaded into the cache) on the same input: the real 6.12 captures with the
   ``PM: Syncing filesystems`` line sleepgraph 5.6 starts a run at (kernels before 5.x printed
   it), cut in files of 20 runs (sleepgraph 5.6 fails on more: ``idchar[num]``)
+* ``--switch``: the rebuild after a revision switch (backport -> defect, baseline -> backport)
+  with ccache warm, wall and make seconds, against the cold build of the tree (``--cold``)
+* ``--cold``: in an empty temporary cache, ``harness setup`` and the default matrix: the cold
+  build seconds per tree and the cold ``make test-arm64`` (host packages aside)
 * ``--matrix``: the default matrix warm at ``-j1``, ``-j2`` and the default ``-j`` (CPUs + 1):
   wall seconds and the speed-ups
 """
@@ -29,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -59,6 +66,8 @@ def bench_parser() -> dict:
         cli = min(_timed(lambda: subprocess.run([sys.executable, "-m", "harness", "parse", "--json", str(path)],
                                                 cwd=ROOT, stdout=subprocess.DEVNULL, check=True, timeout=600))
                   for _ in range(3))
+        cli_rss_mb = _peak_rss_mb([sys.executable, "-m", "harness", "parse", "--json", str(path)])
+        base_rss_mb = _peak_rss_mb([sys.executable, "-m", "harness", "--version"])
     finally:
         path.unlink()
     lines = ["[    1.000000] PM: suspend entry (s2idle)"]
@@ -73,7 +82,19 @@ def bench_parser() -> dict:
     tracemalloc.stop()
     return {"input_mb": round(mb, 1), "parse_seconds": round(best, 3), "parse_mb_per_s": round(mb / best, 1),
             "cli_json_seconds": round(cli, 3), "cli_json_mb_per_s": round(mb / cli, 1),
-            "open_calls_20000_seconds": round(worst, 3), "peak_mb_over_text_per_mb": round(peak / 1e6 / mb, 2)}
+            "open_calls_20000_seconds": round(worst, 3), "peak_mb_over_text_per_mb": round(peak / 1e6 / mb, 2),
+            "cli_peak_rss_mb": round(cli_rss_mb, 1), "cli_peak_rss_per_input_mb": round(cli_rss_mb / mb, 2),
+            "cli_rss_without_input_mb": round(base_rss_mb, 1),
+            "cli_rss_over_that_per_input_mb": round((cli_rss_mb - base_rss_mb) / mb, 2)}
+
+
+def _peak_rss_mb(cmd: list[str]) -> float:
+    """The peak RSS (MB) of ``cmd``, run by a child Python that reads its children's ru_maxrss."""
+    probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", probe, *cmd], cwd=ROOT, capture_output=True, text=True,
+                         check=True, timeout=600).stdout
+    return int(out.split()[-1]) / 1024
 
 
 def _timed(fn) -> float:
@@ -236,19 +257,99 @@ def bench_sleepgraph(cache: Cache) -> dict:
             "harness_over_sleepgraph": round(sg / ours, 1)}
 
 
+def _all_builds_hit(matrix_dir: Path) -> bool:
+    """True when every cell of a finished matrix run found its kernel in the cache."""
+    docs = [json.loads(p.read_text()) for p in matrix_dir.glob("*/results.json")]
+    return all((d.get("build") or {}).get("cache_hit", True) for d in docs)
+
+
 def bench_matrix(cache: Cache) -> dict:
+    """The default matrix, warm, at the default ``-j`` (the warm ``make test-arm64`` figure; run
+    again if a build was not in the cache yet), then at -j2 and -j1: wall seconds, speed-ups."""
     from harness.scheduler import default_jobs
     out = {}
-    for jobs in sorted({1, 2, default_jobs()}):
+    for jobs in sorted({1, 2, default_jobs()}, reverse=True):
         target = Path("/tmp") / f"bench-matrix-{os.getpid()}-j{jobs}"
         cmd = [sys.executable, "-m", "harness", "matrix", "default", "-j", str(jobs), "--out", str(target)]
-        if jobs == 1:
-            subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=7200)  # warm every build first
-        out[f"j{jobs}_wall_seconds"] = round(_timed(lambda: subprocess.run(cmd, cwd=ROOT, capture_output=True,
-                                                                            timeout=7200)), 1)
+        for _ in range(2):
+            shutil.rmtree(target, ignore_errors=True)
+            out[f"j{jobs}_wall_seconds"] = round(_timed(lambda: subprocess.run(cmd, cwd=ROOT, capture_output=True,
+                                                                                timeout=7200)), 1)
+            if _all_builds_hit(target):
+                break
+        shutil.rmtree(target, ignore_errors=True)
+    out["default_jobs"] = default_jobs()
     for jobs in sorted({2, default_jobs()}):
         out[f"speedup_j{jobs}"] = round(out["j1_wall_seconds"] / out[f"j{jobs}_wall_seconds"], 2)
     return out
+
+
+#: The revision switches ``--switch`` times, (from, to) series (None: the bare tree): the
+#: backport to a defect of it, and the baseline to the backport (the default tree, 6.12).
+SWITCHES = (("patches/v9-backport-6.12", "patches/defects/stale-vring"), (None, "patches/v9-backport-6.12"))
+
+
+def _build(series: str | None, cache_env: dict | None = None) -> Path:
+    """``harness build`` of ``series`` (None: the bare default tree); return its ``O=`` directory."""
+    cmd = [sys.executable, "-m", "harness", "build"] + (["--series", series] if series else [])
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=7200,
+                         env={**os.environ, **(cache_env or {})})
+    if res.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd[2:])} failed ({res.returncode}):\n{res.stderr[-2000:]}")
+    line = next(l for l in reversed(res.stdout.splitlines()) if l.startswith("build: "))
+    return Path(line[len("build: "):].rsplit(" (", 1)[0])
+
+
+def bench_switch(cold: dict | None) -> dict:
+    """Rebuild seconds after each of :data:`SWITCHES`: the "from" revision is built (a cache hit
+    when warm), the "to" revision's ``O=`` directory is moved aside and built again (ccache holds
+    both revisions' objects), then put back.  ``wall_seconds`` includes the apply and the
+    worktree checkout; ``make_seconds`` is what the build recorded.  Against ``cold`` (the
+    ``--cold`` figures, of this run or of the last bench.json) when there are some."""
+    out = {}
+    cold_seconds = (cold or {}).get("cold_build_seconds", {})
+    for src, dst in SWITCHES:
+        _build(src)
+        target = _build(dst)
+        aside = target.with_name(f"{target.name}.bench-{os.getpid()}")
+        target.rename(aside)
+        try:
+            wall = _timed(lambda: _build(dst))
+            made = json.loads((target / "harness-build.json").read_text())["seconds"]
+        finally:
+            shutil.rmtree(target, ignore_errors=True)
+            aside.rename(target)
+        name = f"{Path(src).name if src else 'baseline-6.12'} -> {Path(dst).name}"
+        out[name] = {"wall_seconds": round(wall, 1), "make_seconds": round(made, 1)}
+        if cold_seconds.get("debian-6.12"):
+            out[name]["share_of_cold_build"] = round(made / cold_seconds["debian-6.12"], 3)
+    return out
+
+
+def bench_cold() -> dict:
+    """In an empty cache (a temporary ``HARNESS_CACHE``, removed after): ``harness setup``
+    (downloads, tree imports), then the default matrix, whose cells build each kernel cold;
+    the cold build seconds per tree, as each build recorded them.  Setup plus matrix is a cold
+    ``make test-arm64`` without the host packages (already installed here).  Tens of minutes."""
+    import tempfile
+    root = Path(tempfile.mkdtemp(prefix="bench-cold-", dir=os.environ.get("TMPDIR", "/tmp")))
+    env = {**os.environ, "HARNESS_CACHE": str(root / "cache")}
+    try:
+        setup = _timed(lambda: subprocess.run([sys.executable, "-m", "harness", "setup"], cwd=ROOT, env=env,
+                                              capture_output=True, check=True, timeout=7200))
+        matrix = _timed(lambda: subprocess.run([sys.executable, "-m", "harness", "matrix", "default", "--out",
+                                                str(root / "matrix")], cwd=ROOT, env=env, capture_output=True,
+                                               timeout=7200))
+        builds: dict[str, list[float]] = {}
+        for record in (root / "cache" / "worktrees").glob("*/build-*/harness-build.json"):
+            worktree = json.loads(record.parent.parent.with_suffix(".json").read_text())
+            version = ".".join(worktree["describe"].split("/")[-1].split(".")[:2])  # debian/6.12.117-1... -> 6.12
+            builds.setdefault(f"debian-{version}", []).append(json.loads(record.read_text())["seconds"])
+        return {"setup_seconds": round(setup, 1), "matrix_seconds": round(matrix, 1),
+                "test_arm64_seconds": round(setup + matrix, 1),
+                "cold_build_seconds": {t: round(max(v), 1) for t, v in builds.items()}}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> int:
@@ -256,10 +357,19 @@ def main() -> int:
     p.add_argument("--run", action="store_true", help="also time warm harness runs (needs make setup)")
     p.add_argument("--sleepgraph", action="store_true", help="also compare with sleepgraph 5.6 from PyPI")
     p.add_argument("--matrix", action="store_true", help="also time the default matrix at -j1, -j2 and the default -j (minutes)")
+    p.add_argument("--switch", action="store_true", help="also time the rebuilds after a revision switch")
+    p.add_argument("--cold", action="store_true",
+                   help="also set up an empty cache and run the default matrix in it: cold builds, cold "
+                        "make test-arm64 (tens of minutes)")
     p.add_argument("--out", type=Path, default=ROOT / "bench.json")
     args = p.parse_args()
     cache = Cache.from_env()
+    previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
     figures = {"parser": bench_parser(), "cache": bench_cache(cache)}
+    if args.cold:
+        figures["cold"] = bench_cold()
+    if args.switch:
+        figures["switch"] = bench_switch(figures.get("cold") or previous.get("cold"))
     if args.run:
         figures["run"] = bench_run(cache)
     if args.sleepgraph:

@@ -223,3 +223,13 @@ def test_the_line_stream_finds_what_the_timestamp_search_finds_line_by_line():
 def test_the_line_prefixes_of_printk_variants_and_log_tools(log, style, first):
     stream = dmesg.LineStream(log)
     assert stream.style == style and next(iter(stream)) == first
+
+
+def test_parse_json_written_a_transition_at_a_time_is_the_same_document():
+    """`harness parse --json` streams json_chunks(); the text must be json.dumps(to_json())."""
+    text = "".join(p.read_text(errors="replace") for p in sorted(CAPTURE.parent.glob("linux-6.12*/*.dmesg"))[:6])
+    timeline = dmesg.parse(text)
+    assert len(timeline.transitions) >= 2 and timeline.warnings is not None
+    assert "".join(timeline.json_chunks()) == json.dumps(timeline.to_json())
+    empty = dmesg.parse("no kernel lines here")
+    assert "".join(empty.json_chunks()) == json.dumps(empty.to_json()) == '{"transitions": [], "warnings": []}'
