@@ -95,6 +95,9 @@ def _cycle_commands(scenario: model.Scenario, index: int) -> list[dict]:
         raise ConfigError(f"scenario {scenario.name}: {scenario.kind} cycles are not exported to LAVA "
                           "(they need swap set-up the interactive test does not do)")
     arm, state = suspend.arm_command(scenario)
+    if scenario.kind == "rtc":  # the wakeup_count handshake, tried three times (harness.suspend.WAKEUP_COUNT)
+        arm = (f"for t in 1 2 3; do read c < {suspend.WAKEUP_COUNT} && {arm} && "
+               f"echo $c > {suspend.WAKEUP_COUNT} && break; done")
     cmds = [{"command": c} for c in step.before]
     cmds += [
         {"command": f"dmesg -c > /dev/null; {arm} && echo {state} > /sys/power/state && {_marker('RESUMED')} "
