@@ -217,18 +217,23 @@ def pull_guest_state(target: ssh.SshTarget, into: Path, last_dmesg: str | None) 
              ("interrupts.txt", "cat /proc/interrupts > /tmp/harness-interrupts.txt", "/tmp/harness-interrupts.txt"),
              ("suspend_stats.txt", f"{suspend.SUSPEND_STATS} > /tmp/harness-stats.txt", "/tmp/harness-stats.txt"))
     # One exec channel for the three commands (a channel costs a round trip, and dropbear now
-    # and then refuses one opened right after another closed), each followed by its exit status.
-    script = "; ".join(f"{command}; echo \"{_PULL_STATUS}{name} $?\"" for name, command, _ in pulls)
+    # and then refuses one opened right after another closed), each followed by its exit status;
+    # each one's stderr goes to the channel before that status line.
+    script = "; ".join(f"{{ {command}; }} 2>&1; echo \"{_PULL_STATUS}{name} $?\"" for name, command, _ in pulls)
     try:
         with ssh.connect(target.port, target.key, timeouts.SSH_RECONNECT) as s:
             out, _ = s.run(script)
-            status = dict(line[len(_PULL_STATUS):].rsplit(" ", 1) for line in out.splitlines()
-                          if line.startswith(_PULL_STATUS) and " " in line)
-            said = "\n".join(line for line in out.splitlines() if not line.startswith(_PULL_STATUS)).strip()
+            status, said, lines = {}, {}, []  # each command's output is what comes before its status line
+            for line in out.splitlines():
+                if line.startswith(_PULL_STATUS) and " " in line:
+                    name, rc = line[len(_PULL_STATUS):].rsplit(" ", 1)
+                    status[name], said[name], lines = rc, "\n".join(lines).strip(), []
+                else:
+                    lines.append(line)
             for name, command, remote in pulls:
                 if status.get(name) != "0":
                     notes.append(f"ssh pull: `{command}` exited {status.get(name, '(no status)')}: "
-                                 f"{said[:200] or '(no output)'}")
+                                 f"{said.get(name, '')[:200] or '(no output)'}")
                     continue
                 files[name] = s.get(remote, into / name).stat().st_size
     except HarnessError as e:

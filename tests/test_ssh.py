@@ -253,6 +253,7 @@ def test_pull_runs_one_command_line_and_names_the_pull_that_failed(tmp_path, mon
     (bin_dir / "dmesg").write_text("#!/bin/sh\necho 'dmesg: read kernel buffer failed: Operation not permitted' >&2\n"
                                    "exit 1\n")
     (bin_dir / "grep").write_text("#!/bin/sh\necho /sys/power/suspend_stats/success:3\n")
+    (bin_dir / "cat").write_text("#!/bin/sh\necho '  CPU0'\necho 'cat: a warning of its own' >&2\n")  # not dmesg's
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     runs = []
