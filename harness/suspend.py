@@ -219,9 +219,10 @@ def run_cycle(session: GuestSession, scenario: Scenario, index: int, facts: Gues
     traced = bool(facts and facts.noirq_trace)
     early_wakes: list[str] = []
     while True:
-        stats_before, write = _suspend(session, scenario, where, traced, early_wakes)
-        if write is not None:
+        stats_before, write, early = _suspend(session, scenario, where, traced)
+        if early is None:
             break
+        early_wakes.append(early)
         if len(early_wakes) > EARLY_WAKE_RETRIES:
             raise ScenarioError(f"{where}: the wake alarm fired before the guest was suspended, "
                                 f"{len(early_wakes)} times in a row (its wake_seconds, "
@@ -250,14 +251,14 @@ def run_cycle(session: GuestSession, scenario: Scenario, index: int, facts: Gues
                        tuple(early_wakes))
 
 
-def _suspend(session: GuestSession, scenario: Scenario, where: str, traced: bool,
-             early_wakes: list[str]) -> tuple[CommandResult, CommandResult | None]:
+def _suspend(session: GuestSession, scenario: Scenario, where: str,
+             traced: bool) -> tuple[CommandResult, CommandResult, str | None]:
     """One console line: clear the log, read the counters, arm the wake source, and write the
     state only if the arming worked (else the guest would sleep with no wake source until the
     cycle times out).  An s2idle cycle does the :data:`WAKEUP_COUNT` handshake around the
-    arming.  Return (the counters' read, the state write), or (counters, None) after appending
-    to ``early_wakes`` why the wake alarm fired before the suspend.  Raises ScenarioError when
-    the log clearing or the arming fails, GuestHang past ``scenario.timeout``."""
+    arming.  Return (the counters' read, the state write, why the wake alarm fired before the
+    suspend or None when it did not).  Raises ScenarioError when the log clearing or the
+    arming fails, GuestHang past ``scenario.timeout``."""
     arm, state = arm_command(scenario)
     handshake = scenario.kind == "rtc"
     arming = (f"read {_COUNT} < {WAKEUP_COUNT} && {arm}" if handshake else arm) + f"; {_ARMED}=$?; [ ${_ARMED} = 0 ]"
@@ -265,14 +266,13 @@ def _suspend(session: GuestSession, scenario: Scenario, where: str, traced: bool
     clear = ((f"echo > {_TRACEFS}/trace",) if traced else ()) + ("dmesg -c > /dev/null",)
     results = session.run_batch((*clear, SUSPEND_STATS, arming, *count,
                                  f"[ ${_ARMED} = 0 ] && echo {state} > /sys/power/state"), timeout=scenario.timeout)
-    stats_before, armed, saved, write = results[len(clear)], results[len(clear) + 1], results[len(clear) + 2:-1], results[-1]
+    stats_before, armed, *saved, write = results[len(clear):]
     for r in results[:len(clear)]:
         _must_have_worked(r, f"{where}: clearing the kernel log")
     _must_have_worked(armed, f"{where}: arming the cycle", arm)
     if saved and saved[0].exit_status != 0:
-        early_wakes.append(f"a wakeup event between reading and writing {WAKEUP_COUNT}, during the arming "
-                           f"({saved[0].output.strip() or 'no message'})")
-        return stats_before, None
+        return stats_before, write, (f"a wakeup event between reading and writing {WAKEUP_COUNT}, during the "
+                                     f"arming ({saved[0].output.strip() or 'no message'})")
     if handshake and write.exit_status != 0 and "busy" in write.output.lower():
         # -EBUSY: a wakeup event aborted the suspend.  Ours if the alarm is no longer pending;
         # then the aborted attempt's kernel log goes to the transcript (commands.log), and
@@ -280,10 +280,9 @@ def _suspend(session: GuestSession, scenario: Scenario, where: str, traced: bool
         pending, _ = session.run_batch((f"{_ALARM_LEFT}=$(cat {_WAKEALARM}); echo \"${_ALARM_LEFT}\"",
                                         f"[ -n \"${_ALARM_LEFT}\" ] || dmesg -c"), timeout=timeouts.GUEST_DUMP)
         if pending.exit_status == 0 and not pending.output.strip():
-            early_wakes.append(f"the wake alarm fired during the suspend, which the kernel aborted "
-                               f"({write.output.strip()})")
-            return stats_before, None
-    return stats_before, write
+            return stats_before, write, f"the wake alarm fired during the suspend, which the kernel aborted " \
+                                        f"({write.output.strip()})"
+    return stats_before, write, None
 
 
 def health_results(results) -> tuple[HealthResult, ...]:
