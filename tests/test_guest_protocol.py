@@ -117,7 +117,7 @@ class _Scripted:
         status, output = next((v for k, v in self.answers.items() if command.startswith(k)), (0, ""))
         return CommandResult(command, output, status, 0.01)
 
-    def run_batch(self, commands, timeout=30.0):
+    def run_batch(self, commands, timeout=30.0, variables=None):
         return tuple(self.run(c, timeout) for c in commands)
 
 
@@ -298,3 +298,31 @@ def test_a_syntax_error_printed_by_a_script_that_goes_on_is_only_output(tmp_path
     with session(tmp_path) as s:
         r = s.run("sh -c 'if then' 2>&1; echo went on", timeout=10)
     assert r.output.endswith("went on") and "yntax error" in r.output
+
+
+def test_a_batch_run_again_is_one_short_call_of_the_function_its_first_run_defined(tmp_path):
+    commands = ["echo \"block $__hxblock\"", "printf '%s' " + "y" * 300, "(exit 3)"]
+    with session(tmp_path) as s:
+        sent = []
+        send = s._child.sendline
+        s._child.sendline = lambda line: (sent.append(line), send(line))[1]
+        first = s.run_batch(commands, variables={"__hxblock": 7})
+        again = s.run_batch(commands, variables={"__hxblock": "8 9"})
+        other = s.run_batch(commands[:2])
+    assert [(r.output[:9], r.exit_status) for r in first] == [("block 7", 0), ("y" * 9, 0), ("", 3)]
+    assert [(r.output[:9], r.exit_status) for r in again] == [("block 8 9", 0), ("y" * 9, 0), ("", 3)]
+    assert [r.output[:9] for r in other] == ["block 8 9", "y" * 9]  # a variable stays set in the shell
+    name = s._functions[tuple(commands)]
+    assert len(sent[0]) > 300 and "y" * 300 in sent[0] and f"{name}()" in sent[0]
+    assert len(sent[1]) < 80 and sent[1].endswith(name) and "y" not in sent[1]
+    assert "y" * 300 in sent[2] and f"{name}()" not in sent[2]  # other commands: a function of their own
+
+
+def test_a_shell_that_lost_a_line_s_function_is_an_error_at_once_not_a_hang(tmp_path):
+    from harness.errors import ScenarioError
+    with session(tmp_path) as s:
+        s.run("echo one")
+        name = s._functions[("echo one",)]
+        s.run(f"unset -f {name}")
+        with pytest.raises(ScenarioError, match=f"refused 'echo one'.*{name}: not found"):
+            s.run("echo one", timeout=25)
