@@ -10,6 +10,7 @@ keyed by commit and configuration in the cache, so cells of the same revision bu
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -203,8 +204,8 @@ def boot_with_ssh(art: GuestArtifacts, out: Path, log: CommandLog, boot_timeout:
 _PULL_STATUS = "harness-pull-status: "
 
 
-def pull_guest_state(target: ssh.SshTarget, into: Path, last_dmesg: str | None) -> tuple[dict, list[str]]:
-    """After the cycles, fetch over SFTP into ``into``: the whole kernel log (``dmesg.txt``),
+def pull_guest_state(link: ssh.SshLink, into: Path, last_dmesg: str | None) -> tuple[dict, list[str]]:
+    """After the cycles, fetch over SFTP (``link``'s connection) into ``into``: the whole kernel log (``dmesg.txt``),
     ``interrupts.txt`` and ``suspend_stats.txt`` (:data:`harness.suspend.SUSPEND_STATS`: one
     ``/sys/power/suspend_stats/NAME:VALUE`` line each, as sysfs files are not copied whole:
     busybox tar takes a sysfs file's 4096-byte st_size for its length).  Return
@@ -221,22 +222,23 @@ def pull_guest_state(target: ssh.SshTarget, into: Path, last_dmesg: str | None) 
     # each one's stderr goes to the channel before that status line.
     script = "; ".join(f"{{ {command}; }} 2>&1; echo \"{_PULL_STATUS}{name} $?\"" for name, command, _ in pulls)
     try:
-        with ssh.connect(target.port, target.key, timeouts.SSH_RECONNECT) as s:
-            out, _ = s.run(script)
-            status, said, lines = {}, {}, []  # each command's output is what comes before its status line
-            for line in out.splitlines():
-                if line.startswith(_PULL_STATUS) and " " in line:
-                    name, rc = line[len(_PULL_STATUS):].rsplit(" ", 1)
-                    status[name], said[name], lines = rc, "\n".join(lines).strip(), []
-                else:
-                    lines.append(line)
-            for name, command, remote in pulls:
-                if status.get(name) != "0":
-                    notes.append(f"ssh pull: `{command}` exited {status.get(name, '(no status)')}: "
-                                 f"{said.get(name, '')[:200] or '(no output)'}")
-                    continue
-                files[name] = s.get(remote, into / name).stat().st_size
+        s, _ = link.session(timeouts.SSH_RECONNECT)
+        out, _ = s.run(script)
+        status, said, lines = {}, {}, []  # each command's output is what comes before its status line
+        for line in out.splitlines():
+            if line.startswith(_PULL_STATUS) and " " in line:
+                name, rc = line[len(_PULL_STATUS):].rsplit(" ", 1)
+                status[name], said[name], lines = rc, "\n".join(lines).strip(), []
+            else:
+                lines.append(line)
+        for name, command, remote in pulls:
+            if status.get(name) != "0":
+                notes.append(f"ssh pull: `{command}` exited {status.get(name, '(no status)')}: "
+                             f"{said.get(name, '')[:200] or '(no output)'}")
+                continue
+            files[name] = s.get(remote, into / name).stat().st_size
     except HarnessError as e:
+        link.drop()
         notes.append(f"ssh pull: {e}")
     if last_dmesg is not None and "dmesg.txt" in files:
         note = dmesg_mismatch((into / "dmesg.txt").read_text(errors="replace"), last_dmesg)
@@ -370,7 +372,7 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
         say(f"boot {art.profile.name}, console log {result.console_log}")
         hooks.stage("boot")
         session, target = boot_with_ssh(art, out, log, req.boot_timeout, say)
-        with session:
+        with session, (ssh.SshLink(target) if target else contextlib.nullcontext()) as link:
             result.qemu_argv = session.argv
             result.timings["boot"] = session.boot_seconds or 0.0
             say(f"guest shell after {result.timings['boot']:.2f} s")
@@ -379,8 +381,8 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
             result.versions["kernel"] = facts.kernel_release
             if target is not None:
                 start = time.monotonic()
-                with ssh.connect(target.port, target.key) as s:  # dropbear must answer before any cycle
-                    release, _ = s.run("uname -r")
+                s, _ = link.session()  # dropbear must answer before any cycle; the cycles keep it
+                release, _ = s.run("uname -r")
                 result.timings["ssh_connect"] = time.monotonic() - start
                 result.ssh = {"port": target.port, "key": str(target.key.path), "uname_r": release.strip(),
                               "command": target.command()}
@@ -392,7 +394,7 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
                         raise Interrupted(f"interrupted before {scenario.name} cycle {i}")
                     step = scenario.steps[i - 1]
                     hooks.stage(f"{scenario.name} {i}/{scenario.cycles}")
-                    rec = suspend.run_cycle(session, scenario, i, facts, target)
+                    rec = suspend.run_cycle(session, scenario, i, facts, link)
                     dmesg_file = out / f"{scenario.name}-{i}.dmesg"
                     dmesg_file.write_text(rec.dmesg + "\n")
                     if rec.noirq_trace is not None:
@@ -411,7 +413,7 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
                                     f"{timeouts.SSH_RECONNECT:.0f} s for nothing)")
             elif target is not None:
                 start = time.monotonic()
-                pulled, notes = pull_guest_state(target, out / "ssh", result.cycles[-1].record.dmesg
+                pulled, notes = pull_guest_state(link, out / "ssh", result.cycles[-1].record.dmesg
                                                  if result.cycles else None)
                 result.ssh["pulled"] = pulled
                 result.notes += notes

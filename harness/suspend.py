@@ -53,13 +53,17 @@ NOIRQ_TRACE_FILTER = ("virtio_*", "vm_*", "__might_sleep")
 _TRACEFS = "/sys/kernel/tracing"
 
 
+#: The guest shell variable that holds the disk block a cycle's ``blk-read`` probe reads (one no
+#: earlier cycle read, so the read reaches the device): a variable, so that the after-resume
+#: line is the same from cycle to cycle (:meth:`GuestSession.run_batch` runs it as a function).
+_BLOCK = "__hxblock"
+
 #: After-resume health probes: (name, guest command, test on (exit status, output)).
-#: ``{block}`` is a disk block that no earlier cycle read, so the read reaches the device.
 #: The link probe polls ``operstate`` for up to a second (a link set up just now needs a moment).
 HEALTH_PROBES = (
     ("probe-request", "cat /sys/bus/virtio/drivers/virtio_pm_probe/*/request",
      lambda rc, out: rc == 0 and out.startswith("ok ")),
-    ("blk-read", "dd if=/dev/vda of=/dev/null bs=4096 count=1 skip={block} 2>&1",
+    ("blk-read", f"dd if=/dev/vda of=/dev/null bs=4096 count=1 skip=${_BLOCK} 2>&1",
      lambda rc, out: rc == 0 and "1+0 records in" in out),
     ("net-link", "ip link set eth0 up && for i in 1 2 3 4 5 6 7 8 9 10; do "
                  "read s < /sys/class/net/eth0/operstate; [ \"$s\" = up ] && break; sleep 0.1; done; echo $s",
@@ -192,20 +196,21 @@ def arm_command(scenario: Scenario) -> tuple[str, str]:
 NET_TRAFFIC_RTC_ONLY = "net-traffic runs after s2idle (rtc) cycles only, to keep its cost (seconds under TCG) down"
 
 
-def net_traffic(scenario: Scenario, target: ssh.SshTarget | None) -> NetTraffic | None:
+def net_traffic(scenario: Scenario, link: ssh.SshLink | None) -> NetTraffic | None:
     """The ``net-traffic`` record of a cycle: None without SSH, a skip for a cycle that is not
     s2idle (:data:`NET_TRAFFIC_RTC_ONLY`), else the payload round trip (:func:`harness.ssh.net_traffic`)."""
-    if target is None:
+    if link is None:
         return None
     if scenario.kind != "rtc":
         return NetTraffic(False, skipped=f"{scenario.kind} cycle: {NET_TRAFFIC_RTC_ONLY}")
-    return ssh.net_traffic(target.port, target.key)
+    return ssh.net_traffic(link)
 
 
 def run_cycle(session: GuestSession, scenario: Scenario, index: int, facts: GuestFacts | None = None,
-              target: ssh.SshTarget | None = None) -> CycleRecord:
-    """Run cycle ``index`` (1-based) of ``scenario`` and return its record; with ``target``
-    (the guest's sshd) the record has the SSH payload round trip after resume (:func:`net_traffic`).
+              link: ssh.SshLink | None = None) -> CycleRecord:
+    """Run cycle ``index`` (1-based) of ``scenario`` and return its record; with ``link`` (the
+    connection to the guest's sshd) the record has the SSH payload round trip after resume
+    (:func:`net_traffic`).
 
     Raises :class:`~harness.errors.GuestHang` if the guest does not come back
     within ``scenario.timeout`` seconds, and :class:`~harness.errors.ScenarioError`
@@ -229,17 +234,17 @@ def run_cycle(session: GuestSession, scenario: Scenario, index: int, facts: Gues
                                 f"{scenario.wake_seconds}, is shorter than getting into suspend takes "
                                 f"here); last: {early_wakes[-1]}")
     seconds = write.seconds
-    traffic = net_traffic(scenario, target)  # before the log is read: it shows what the traffic caused
+    traffic = net_traffic(scenario, link)  # before the log is read: it shows what the traffic caused
     block = (zlib.crc32(scenario.name.encode()) % 997) * 8 + index
     after = ((PM_TEST_OFF,) if scenario.kind == "pm_test" else ()) + (
         "cat /sys/power/pm_wakeup_irq 2>/dev/null", SUSPEND_STATS,
-        *(command.format(block=block) for _, command, _ in HEALTH_PROBES), VIRTIO_DEVICES,
+        *(command for _, command, _ in HEALTH_PROBES), VIRTIO_DEVICES,
         *((f"grep -v '^#' {_TRACEFS}/trace",) if traced else ()), "dmesg")
-    results = list(session.run_batch(after, timeout=timeouts.GUEST_DUMP))
+    results = list(session.run_batch(after, timeout=timeouts.GUEST_DUMP, variables={_BLOCK: block}))
     if scenario.kind == "pm_test":
         _must_have_worked(results.pop(0), f"{where}: leaving pm_test")
     irq, stats = results[0], results[1]
-    health = health_results(results[2:2 + len(HEALTH_PROBES)])
+    health = health_results(results[2:2 + len(HEALTH_PROBES)], {_BLOCK: block})
     virtio = parse_virtio_devices(results[2 + len(HEALTH_PROBES)].output)
     trace = results[3 + len(HEALTH_PROBES)].output if traced else None
     dmesg = results[-1].output
@@ -285,8 +290,13 @@ def _suspend(session: GuestSession, scenario: Scenario, where: str,
     return stats_before, write, None
 
 
-def health_results(results) -> tuple[HealthResult, ...]:
-    """The :data:`HEALTH_PROBES` verdicts on their commands' ``results``, in the same order."""
-    return tuple(HealthResult(name, ok(r.exit_status, r.output), f"$ {r.command} -> {r.exit_status}: "
+def health_results(results, variables: dict[str, int] | None = None) -> tuple[HealthResult, ...]:
+    """The :data:`HEALTH_PROBES` verdicts on their commands' ``results``, in the same order; each
+    detail quotes the command with the shell ``variables`` it ran with put in."""
+    def shown(command: str) -> str:
+        for name, value in (variables or {}).items():
+            command = command.replace(f"${name}", str(value))
+        return command
+    return tuple(HealthResult(name, ok(r.exit_status, r.output), f"$ {shown(r.command)} -> {r.exit_status}: "
                               + " | ".join(r.output.splitlines()[-3:]))
                  for (name, _, ok), r in zip(HEALTH_PROBES, results, strict=True))

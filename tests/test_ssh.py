@@ -111,7 +111,8 @@ def test_connect_to_a_silent_server_is_bounded_by_each_attempt(tmp_path):
 
 
 def test_net_traffic_never_raises_for_an_unreachable_guest(tmp_path):
-    got = ssh.net_traffic(_closed_port(), ssh.new_key(tmp_path / "k"), timeout=1, size=4096)
+    got = ssh.net_traffic(ssh.SshLink(ssh.SshTarget(_closed_port(), ssh.new_key(tmp_path / "k"))), timeout=1,
+                          size=4096)
     assert not got.ok and got.bytes == 0 and "no SSH" in got.detail and len(got.sha256) == 64
 
 
@@ -188,6 +189,19 @@ def test_run_returns_output_and_exit_status(local_sshd):
         assert s.run("uname -r") == ("6.12.117+\n", 0)
         out, rc = s.run("nonesuch")
         assert rc == 127 and "not found" in out  # stderr comes with stdout
+
+
+def test_a_link_keeps_one_connection_for_the_cycles_and_opens_a_new_one_after_a_break(local_sshd):
+    port, key, _ = local_sshd
+    with ssh.SshLink(ssh.SshTarget(port, key)) as link:
+        first, opened = link.session(10)
+        again, opened_again = link.session(10)
+        assert (opened, opened_again) == (True, False) and again is first
+        assert first.run("uname -r") == ("6.12.117+\n", 0)
+        first.client.get_transport().close()  # the connection breaks
+        after, reopened = link.session(10)
+        assert reopened and after is not first and after.run("uname -r") == ("6.12.117+\n", 0)
+    assert not after.alive()  # closed with the link
 
 
 def test_run_past_its_limit_is_a_typed_error(local_sshd):
@@ -277,7 +291,7 @@ def test_pull_runs_one_command_line_and_names_the_pull_that_failed(tmp_path, mon
 
     monkeypatch.setattr(ssh, "connect", lambda *a, **k: Fake())
     target = ssh.SshTarget(2222, ssh.new_key(tmp_path / "id"))
-    files, notes = pipeline.pull_guest_state(target, tmp_path / "out", None)
+    files, notes = pipeline.pull_guest_state(ssh.SshLink(target), tmp_path / "out", None)
     assert len(runs) == 1
     assert sorted(files) == ["interrupts.txt", "suspend_stats.txt"]
     assert (tmp_path / "out" / "suspend_stats.txt").read_text() == "/sys/power/suspend_stats/success:3\n"
