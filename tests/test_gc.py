@@ -174,7 +174,16 @@ def fake_cache(tmp_path):
     for path in (old.path.with_suffix(".json"), build / "harness-build.json", build / "Image",
                  theirs.path.with_suffix(".json"), run / "results.json", run):
         age(path, 40)
+    purged(cache)  # the third apply released the oldest checkout
     return cache, embedded, user, old.path, new.path, theirs.path, run
+
+
+def purged(cache: Cache, within: float = 10.0) -> None:
+    """Wait until the detached deletions of released checkouts (tree._purge) are done."""
+    deadline = time.monotonic() + within
+    while list((cache.root / "worktrees").glob(".*.tmp")):
+        assert time.monotonic() < deadline, list((cache.root / "worktrees").glob(".*.tmp"))
+        time.sleep(0.01)
 
 
 def test_scan_finds_each_kind_with_sizes_and_its_last_use(fake_cache):
@@ -255,6 +264,19 @@ def test_a_release_keeps_the_worktree_records_last_use(fake_cache):
     before = record.stat().st_mtime
     assert new in tree.release_checkouts(cache, kept=0)
     assert not json.loads(record.read_text())["checked_out"] and record.stat().st_mtime == before
+
+
+def test_a_release_moves_the_source_out_at_once_and_deletes_it_in_the_background(fake_cache):
+    """The files go from the worktree before release_checkouts returns (a rename each); their
+    deletion, 20-30 s for a kernel, runs in a detached rm that nobody waits for."""
+    cache, embedded, user, old, new, theirs, run = fake_cache
+    files = sorted(p.name for p in new.iterdir() if p.name != ".git")
+    assert files and tree.release_checkouts(cache, kept=0) == [new, theirs]
+    assert [p.name for p in new.iterdir()] == [".git"]
+    purged(cache)
+    assert not list(cache.root.rglob("*.tmp"))
+    tree.ensure_checkout(new, LOG)
+    assert sorted(p.name for p in new.iterdir() if p.name != ".git") == files
 
 
 # --- the lock -----------------------------------------------------------------------------------
