@@ -17,7 +17,8 @@ Figures (each skipped with a reason when its input is missing):
   to reach the shell and inside the state writes, as a share of the wall time); per scenario
   the cycle's wall time against its alarm or its state write, and the share of the health
   probes and of the SSH round trip; the peak RSS of the harness process and of QEMU
-  (``VmHWM``) beside the profile's ``-m``
+  (``VmHWM``) beside the profile's ``-m``; what the overhead is made of (the guest's console
+  commands other than the state write, SSH, the harness's own CPU, the rest)
 * ``--sleepgraph``: ``harness parse --json`` against sleepgraph (its PyPI package, 5.6,
   downloaded into the cache) on the same input: the real 6.12 captures with the
   ``PM: Syncing filesystems`` line sleepgraph 5.6 starts a run at (kernels before 5.x printed
@@ -26,8 +27,9 @@ Figures (each skipped with a reason when its input is missing):
   with ccache warm, wall and make seconds, against the cold build of the tree (``--cold``)
 * ``--cold``: in an empty temporary cache, ``harness setup`` and the default matrix: the cold
   build seconds per tree and the cold ``make test-arm64`` (host packages aside)
-* ``--matrix``: the default matrix warm at ``-j1``, ``-j2`` and the default ``-j`` (CPUs + 1):
-  wall seconds and the speed-ups
+* ``--matrix``: the whole default matrix warm at the default ``-j`` (CPUs + 1; the warm
+  ``make test-arm64`` figure), and its 6.12 rows (:data:`SCALING_CELLS`) at ``-j1`` and
+  ``-j2``: wall seconds and the speed-up
 """
 
 from __future__ import annotations
@@ -149,10 +151,25 @@ def _qemu_pids(out: Path) -> list[int]:
     return pids
 
 
-def _run_sampled(cmd: list[str], out: Path) -> tuple[float, int, int]:
-    """Run ``cmd``; return (wall seconds, harness peak RSS KiB, QEMU peak RSS KiB), sampled every 0.2 s."""
+#: Runs ``python -m harness ARGS`` in this process and writes its own CPU seconds (user, system;
+#: all its threads, none of its children: QEMU, git, make) to the file named first.
+_SELF_CPU = ("import atexit, json, resource, runpy, sys\n"
+             "out = sys.argv.pop(1)\n"
+             "def done():\n"
+             "    r = resource.getrusage(resource.RUSAGE_SELF)\n"
+             "    open(out, 'w').write(json.dumps([r.ru_utime, r.ru_stime]))\n"
+             "atexit.register(done)\n"
+             "sys.argv[0] = 'harness'\n"
+             "runpy.run_module('harness', run_name='__main__', alter_sys=True)\n")
+
+
+def _run_sampled(args: list[str], out: Path) -> tuple[float, int, int, float]:
+    """Run ``harness ARGS``; return (wall seconds, harness peak RSS KiB, QEMU peak RSS KiB,
+    the harness process's own CPU seconds), the RSS sampled every 0.2 s."""
+    cpu_file = out.with_name(out.name + ".cpu.json")
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-c", _SELF_CPU, str(cpu_file), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     harness_kb = qemu_kb = 0
     while proc.poll() is None:
         harness_kb = max(harness_kb, _hwm_kb(proc.pid))
@@ -160,7 +177,10 @@ def _run_sampled(cmd: list[str], out: Path) -> tuple[float, int, int]:
         time.sleep(0.2)
         if time.perf_counter() - start > 3600:
             proc.kill()
-    return time.perf_counter() - start, harness_kb, qemu_kb
+    wall = time.perf_counter() - start
+    cpu = sum(json.loads(cpu_file.read_text())) if cpu_file.is_file() else float("nan")
+    cpu_file.unlink(missing_ok=True)
+    return wall, harness_kb, qemu_kb, cpu
 
 
 def _guest_seconds(commands_log: Path, pick) -> float:
@@ -171,34 +191,50 @@ def _guest_seconds(commands_log: Path, pick) -> float:
 
 
 def bench_run(cache: Cache) -> dict:
+    """Warm ``harness run``s of the backport (the build made first if it is not in the cache):
+    per scenario the cycle's cost, and over both the harness overhead and what it is made of."""
     from harness import suspend
-    probes = tuple(command.split("{")[0][:30] for _name, command, _ok in suspend.HEALTH_PROBES)
+    probes = tuple(command.split("$")[0][:30] for _name, command, _ok in suspend.HEALTH_PROBES)
     figures: dict = {}
-    total_wall = total_waited = 0.0
+    totals = dict.fromkeys(("wall", "waited", "guest_commands", "ssh", "harness_cpu"), 0.0)
+    _build("patches/v9-backport-6.12")
     for scenario, waits_on in (("s2idle-rtc:3", "alarm"), ("pm-test-platform:3", "state write")):
         out = Path("/tmp") / f"bench-run-{os.getpid()}-{scenario.split(':')[0]}"
-        cmd = [sys.executable, "-m", "harness", "run", "--series", "patches/v9-backport-6.12", "--scenario",
-               scenario, "--out", str(out)]
-        subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=3600)  # warm the build first
-        wall, harness_kb, qemu_kb = _run_sampled(cmd, out)
+        args = ["run", "--series", "patches/v9-backport-6.12", "--scenario", scenario, "--out", str(out)]
+        wall, harness_kb, qemu_kb, cpu = _run_sampled(args, out)
         doc = json.loads((out / "results.json").read_text())
-        cycles = doc["cycles"]
+        cycles, timings = doc["cycles"], doc["timings"]
         writes = sum(c["seconds"] for c in cycles)
-        waited = doc["timings"].get("build", 0.0) + doc["timings"].get("boot", 0.0) + writes
-        total_wall, total_waited = total_wall + wall, total_waited + waited
-        per_cycle = doc["timings"]["cycles"] / len(cycles)
-        probe_seconds = _guest_seconds(out / "commands.log", lambda c: c.startswith(probes))
+        waited = timings.get("build", 0.0) + timings.get("boot", 0.0) + writes
+        commands = _guest_seconds(out / "commands.log", lambda c: True) - writes
         ssh_seconds = sum((c.get("net_traffic") or {}).get("seconds", 0.0) for c in cycles)
+        for key, value in (("wall", wall), ("waited", waited), ("guest_commands", commands),
+                           ("ssh", ssh_seconds + timings.get("ssh_connect", 0.0) + timings.get("ssh_pull", 0.0)),
+                           ("harness_cpu", cpu)):
+            totals[key] += value
+        per_cycle = timings["cycles"] / len(cycles)
+        probe_seconds = _guest_seconds(out / "commands.log", lambda c: c.startswith(probes))
         figures[scenario.split(":")[0]] = {
             "cycles": len(cycles), "verdict": doc["verdict"], "wall_seconds": round(wall, 2),
             "cycle_seconds": round(per_cycle, 2), "state_write_seconds": round(writes / len(cycles), 2),
             "waits_on": waits_on,
             "alarm_seconds": _alarm(scenario) if waits_on == "alarm" else None,
-            "probes_share_of_cycle": round(probe_seconds / doc["timings"]["cycles"], 3),
-            "ssh_share_of_cycle": round(ssh_seconds / doc["timings"]["cycles"], 3),
+            "probes_share_of_cycle": round(probe_seconds / timings["cycles"], 3),
+            "ssh_share_of_cycle": round(ssh_seconds / timings["cycles"], 3),
             "harness_peak_rss_mb": round(harness_kb / 1024, 1), "qemu_peak_rss_mb": round(qemu_kb / 1024, 1),
-            "timings": doc["timings"]}
-    figures["overhead_share"] = round((total_wall - total_waited) / total_wall, 3)
+            "harness_cpu_seconds": round(cpu, 2), "timings": timings}
+        shutil.rmtree(out, ignore_errors=True)
+    wall = totals["wall"]
+    figures["overhead_share"] = round((wall - totals["waited"]) / wall, 3)
+    # What the overhead is made of, as shares of the same wall time: the guest's commands on
+    # the console other than the state writes (set-up, arming, reads, probes, dmesg), SSH
+    # (connect, payload round trips, pull), the harness process's own CPU, and the rest
+    # (interpreter start, QEMU start and stop, waits on both).
+    figures["overhead_parts"] = {
+        "guest_commands": round(totals["guest_commands"] / wall, 3), "ssh": round(totals["ssh"] / wall, 3),
+        "harness_cpu": round(totals["harness_cpu"] / wall, 3),
+        "rest": round((wall - totals["waited"] - totals["guest_commands"] - totals["ssh"]
+                       - totals["harness_cpu"]) / wall, 3)}
     return figures
 
 
@@ -251,6 +287,7 @@ def bench_sleepgraph(cache: Cache) -> dict:
     sg = _timed(sleepgraph_all)
     ours = _timed(lambda: subprocess.run([sys.executable, "-m", "harness", "parse", "--json", str(whole)], cwd=ROOT,
                                          stdout=subprocess.DEVNULL, check=True, timeout=600))
+    shutil.rmtree(work, ignore_errors=True)
     return {"input_mb": round(mb, 2), "files_of_20_runs": len(paths), "sleepgraph_failed_files": failed,
             "sleepgraph_seconds": round(sg, 2), "sleepgraph_mb_per_s": round(mb / sg, 2),
             "harness_parse_seconds": round(ours, 2), "harness_parse_mb_per_s": round(mb / ours, 2),
@@ -263,24 +300,39 @@ def _all_builds_hit(matrix_dir: Path) -> bool:
     return all((d.get("build") or {}).get("cache_hit", True) for d in docs)
 
 
-def bench_matrix(cache: Cache) -> dict:
-    """The default matrix, warm, at the default ``-j`` (the warm ``make test-arm64`` figure; run
-    again if a build was not in the cache yet), then at -j2 and -j1: wall seconds, speed-ups."""
-    from harness.scheduler import default_jobs
-    out = {}
-    for jobs in sorted({1, 2, default_jobs()}, reverse=True):
-        target = Path("/tmp") / f"bench-matrix-{os.getpid()}-j{jobs}"
-        cmd = [sys.executable, "-m", "harness", "matrix", "default", "-j", str(jobs), "--out", str(target)]
+#: The cells of the default matrix that the scaling figure runs at -j1 and -j2: the 6.12 rows,
+#: the default matrix when issue 16 set the targets (18 cells, 16 that boot); the whole default
+#: matrix, 7.x rows too, runs at the default -j (the warm ``make test-arm64`` figure).
+SCALING_CELLS = ("*-6.12/*", "v6/*", "v9/*")
+
+
+def _matrix_wall(jobs: int, cells: tuple[str, ...] = ()) -> tuple[float, int]:
+    """Wall seconds and cells of the default matrix (only ``cells`` globs, if any) warm at
+    ``-j jobs``; run again if a build was not in the cache yet."""
+    target = Path("/tmp") / f"bench-matrix-{os.getpid()}-j{jobs}"
+    cmd = [sys.executable, "-m", "harness", "matrix", "default", "-j", str(jobs), "--out", str(target)]
+    cmd += [arg for cell in cells for arg in ("--cell", cell)]
+    try:
         for _ in range(2):
             shutil.rmtree(target, ignore_errors=True)
-            out[f"j{jobs}_wall_seconds"] = round(_timed(lambda: subprocess.run(cmd, cwd=ROOT, capture_output=True,
-                                                                                timeout=7200)), 1)
+            wall = _timed(lambda: subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=7200))
             if _all_builds_hit(target):
                 break
+        return round(wall, 1), len(list(target.glob("*/results.json")))
+    finally:
         shutil.rmtree(target, ignore_errors=True)
-    out["default_jobs"] = default_jobs()
-    for jobs in sorted({2, default_jobs()}):
-        out[f"speedup_j{jobs}"] = round(out["j1_wall_seconds"] / out[f"j{jobs}_wall_seconds"], 2)
+
+
+def bench_matrix(cache: Cache) -> dict:
+    """The whole default matrix warm at the default ``-j`` (the warm ``make test-arm64``
+    figure), and :data:`SCALING_CELLS` of it at -j1 and -j2: wall seconds and the speed-up."""
+    from harness.scheduler import default_jobs
+    out: dict = {"default_jobs": default_jobs()}
+    out["default_wall_seconds"], out["default_cells"] = _matrix_wall(default_jobs())
+    out["scaling_cells"] = " ".join(SCALING_CELLS)
+    for jobs in (2, 1):
+        out[f"scaling_j{jobs}_wall_seconds"], out["scaling_cell_count"] = _matrix_wall(jobs, SCALING_CELLS)
+    out["speedup_j2"] = round(out["scaling_j1_wall_seconds"] / out["scaling_j2_wall_seconds"], 2)
     return out
 
 
@@ -356,7 +408,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", action="store_true", help="also time warm harness runs (needs make setup)")
     p.add_argument("--sleepgraph", action="store_true", help="also compare with sleepgraph 5.6 from PyPI")
-    p.add_argument("--matrix", action="store_true", help="also time the default matrix at -j1, -j2 and the default -j (minutes)")
+    p.add_argument("--matrix", action="store_true", help="also time the default matrix at the default -j, its 6.12 rows at -j1 and -j2 (minutes)")
     p.add_argument("--switch", action="store_true", help="also time the rebuilds after a revision switch")
     p.add_argument("--cold", action="store_true",
                    help="also set up an empty cache and run the default matrix in it: cold builds, cold "
