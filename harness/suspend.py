@@ -25,12 +25,14 @@ call inside them shows (the kernel does not report one: noirq callbacks run
 preemptible with CPU interrupts on).  The kernel log is read with ``dmesg``
 and cleared before each cycle.
 
-A console line costs a round trip (about 0.1 s under TCG) and a guest process
+A console line costs a round trip (about 0.09 s under TCG) and a guest process
 about 20 ms, so a cycle is two console lines (:meth:`GuestSession.run_batch`):
 one clears the log, reads the counters, arms the wake source and writes the
 state; the other does every read after resume (with SSH, the payload round
-trip goes between the two).  The reads use shell builtins, or one process
-each, where they can.
+trip goes between the two).  Both are the same from cycle to cycle (what changes
+is in shell variables), so from the second cycle on each is a short call of the
+shell function the first one defined.  The reads use shell builtins, or one
+process each, where they can.
 """
 
 from __future__ import annotations
@@ -192,8 +194,9 @@ def arm_command(scenario: Scenario) -> tuple[str, str]:
     raise ValueError(f"unknown scenario kind {scenario.kind!r}")
 
 
-#: Why a cycle that is not s2idle moves no bytes over SSH: the payload both ways costs about a second under TCG.
-NET_TRAFFIC_RTC_ONLY = "net-traffic runs after s2idle (rtc) cycles only, to keep its cost (seconds under TCG) down"
+#: Why a cycle that is not s2idle moves no bytes over SSH: the payload both ways costs 0.2-0.35 s under TCG
+#: over the kept connection (0.6-0.7 s with a new one), a third of a ``pm_test`` cycle.
+NET_TRAFFIC_RTC_ONLY = "net-traffic runs after s2idle (rtc) cycles only, to keep its cost (0.2-0.35 s a cycle under TCG) down"
 
 
 def net_traffic(scenario: Scenario, link: ssh.SshLink | None) -> NetTraffic | None:
