@@ -347,7 +347,7 @@ def run_cell(req: Request, scenarios: list[model.Scenario], out: Path, cache: Ca
     log = CommandLog(out / "commands.log")
     result = results.RunResult(command=command, out_dir=out, profile=req.profile, defect=defect, cell=cell,
                               started=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    result.versions = {"harness": __version__, "qemu": toolchain.qemu_version()}
+    result.versions = {"harness": __version__, "qemu": toolchain.qemu_version(cache=cache)}
     try:
         base_expect = expectations.load_expectations(expect_path) if expect_path else {}
         result.expectations = {"file": str(expect_path) if expect_path else None, "expect": base_expect}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import timeouts
-from harness.cache import Cache
+from harness.cache import Cache, atomic_write, content_key
 from harness.errors import SetupError
 from harness.proc import CommandLog, run
 
@@ -91,16 +91,26 @@ def arm64(cache: Cache, jobs: int | None = None) -> Toolchain:
                      jobs or os.cpu_count() or 1)
 
 
-def qemu_version(binary: str = "qemu-system-aarch64") -> str:
+def qemu_version(binary: str = "qemu-system-aarch64", cache: Cache | None = None) -> str:
     """Return the first line of ``qemu-system-aarch64 --version`` (or ``unknown``).
 
     ``--version`` costs QEMU about 0.5 s of CPU (it initialises its modules first) and every
-    cell of a matrix records it: it runs once per binary file (path, size, mtime) a process sees."""
+    run records it: it runs once per binary file (path, size, mtime) a process sees, and with
+    ``cache`` once per binary file at all (the answer kept in ``tools/qemu-version-<key>.txt``)."""
     path = shutil.which(binary)
     if path is None:
         return "unknown"
     st = os.stat(path)
-    return _qemu_version(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    real = os.path.realpath(path)
+    if cache is None:
+        return _qemu_version(real, st.st_size, st.st_mtime_ns)
+    kept = cache.root / "tools" / f"qemu-version-{content_key(real, str(st.st_size), str(st.st_mtime_ns))}.txt"
+    if kept.is_file():
+        return kept.read_text().strip() or "unknown"
+    version = _qemu_version(real, st.st_size, st.st_mtime_ns)
+    if version != "unknown":
+        atomic_write(kept, version + "\n")
+    return version
 
 
 @functools.lru_cache(maxsize=8)

@@ -200,3 +200,23 @@ def test_harness_doctor_json_runs_and_says_what_is_missing(tmp_path):
     assert names["guest package busybox-static"]["status"] == "MISSING"
     assert proc.returncode == doc["exit_code"] == 2 and doc["ok"] is False, proc.stderr
     assert not (tmp_path / "cache").exists()  # doctor only looks: it creates no cache
+
+
+def test_qemu_version_runs_once_per_binary_file_and_is_kept_in_the_cache(tmp_path, monkeypatch):
+    """``qemu --version`` costs 0.5 s of CPU a run: the cache keeps its answer per binary file
+    (path, size, mtime), so a new binary is asked again."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    qemu = bin_dir / "qemu-system-aarch64"
+    qemu.write_text(f"#!/bin/sh\necho x >> {calls}\necho 'QEMU emulator version 7.2.99'\n")
+    qemu.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    cache = Cache(tmp_path / "cache")
+    for _ in range(2):
+        toolchain._qemu_version.cache_clear()  # as a new process
+        assert toolchain.qemu_version(cache=cache) == "QEMU emulator version 7.2.99"
+    assert calls.read_text().count("x") == 1 and len(list((cache.root / "tools").glob("qemu-version-*"))) == 1
+    qemu.write_text(qemu.read_text().replace("7.2.99", "8.0.0") + "# upgraded\n")
+    toolchain._qemu_version.cache_clear()
+    assert toolchain.qemu_version(cache=cache) == "QEMU emulator version 8.0.0"
+    assert calls.read_text().count("x") == 2
