@@ -226,9 +226,11 @@ class GuestSession:
         defined: its call is some 60 characters where the commands may be 900 (measured: a
         900-character line 0.25 s, a call 0.09 s).  ``variables`` (name -> value, quoted for
         the shell) are set before the commands, outside the function, so that the commands
-        can stay the same from cycle to cycle when a value changes.  ``timeout`` (seconds) is
-        per line; each result's ``seconds`` runs from the end of the command before it.
-        Raises as :meth:`run`.
+        can stay the same from cycle to cycle when a value changes.  The commands run in the
+        shell itself, not a subshell (variables and ``cd`` stay), but inside a function: ``$1``
+        and ``$@`` are the function's (none), and ``return`` ends the line.  ``timeout``
+        (seconds) is per line; each result's ``seconds`` runs from the end of the command
+        before it.  Raises as :meth:`run`.
         """
         if self._child is None:
             raise RuntimeError("guest session is not started")

@@ -205,8 +205,9 @@ _PULL_STATUS = "harness-pull-status: "
 
 
 def pull_guest_state(link: ssh.SshLink, into: Path, last_dmesg: str | None) -> tuple[dict, list[str]]:
-    """After the cycles, fetch over SFTP (``link``'s connection) into ``into``: the whole kernel log (``dmesg.txt``),
-    ``interrupts.txt`` and ``suspend_stats.txt`` (:data:`harness.suspend.SUSPEND_STATS`: one
+    """After the cycles, fetch over SFTP (``link``'s connection) into ``into``: the whole kernel
+    log (``dmesg.txt``), ``interrupts.txt`` and ``suspend_stats.txt``
+    (:data:`harness.suspend.SUSPEND_STATS`: one
     ``/sys/power/suspend_stats/NAME:VALUE`` line each, as sysfs files are not copied whole:
     busybox tar takes a sysfs file's 4096-byte st_size for its length).  Return
     (what was fetched: file name -> bytes, notes).  A note says when ``last_dmesg`` (the last
