@@ -346,3 +346,27 @@ def test_apply_touches_nothing_outside_the_cache(tmp_path):
     with pytest.raises(ValueError, match="not inside the cache"):
         gc.apply(Cache(tmp_path / "cache"), [gc.Entry("run", outside, 1, 0.0)], LOG)
     assert outside.is_dir()
+
+
+def test_deleting_a_leftover_that_a_detached_rm_is_deleting_too_is_no_error(tmp_path, monkeypatch):
+    """A released checkout's rm -rf may still run when gc deletes its temporary directory:
+    files that vanish under gc's feet count as deleted."""
+    leftover = tmp_path / ".0123456789abcdef.4242.tmp"
+    (leftover / "drivers").mkdir(parents=True)
+    for name in ("a.c", "b.c"):
+        (leftover / "drivers" / name).write_text("x")
+    real_unlink = os.unlink
+
+    def racing_unlink(name, *args, **kwargs):  # the other rm deletes the file first
+        real_unlink(name, *args, **kwargs)
+        real_unlink(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", racing_unlink)
+    gc._rmtree(leftover)
+    monkeypatch.undo()
+    assert not leftover.exists()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "f").write_text("x")
+    monkeypatch.setattr(os, "unlink", lambda *a, **k: (_ for _ in ()).throw(PermissionError("no")))
+    with pytest.raises(PermissionError):
+        gc._rmtree(tmp_path / "kept")
