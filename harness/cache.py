@@ -130,6 +130,17 @@ def pid_temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def remove_tree(path: Path) -> None:
+    """``shutil.rmtree`` that takes a file already gone as deleted: a released checkout's
+    detached ``rm -rf`` (:func:`harness.tree.release_checkouts`) may still be deleting the same
+    temporary directory (gc sees it as a leftover; a second release in one process meets its
+    own first).  Other errors raise."""
+    def gone_ok(_func, _path, exc_info):
+        if not isinstance(exc_info[1], FileNotFoundError):
+            raise exc_info[1]
+    shutil.rmtree(path, onerror=gone_ok)
+
+
 def atomic_write(path: Path, data: bytes | str) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename.
 

@@ -54,7 +54,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -62,7 +61,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from harness import build, doctor, fetch, timeouts, tree
-from harness.cache import Cache, content_key, disk_usage, pid_temp_name
+from harness.cache import Cache, content_key, disk_usage, pid_temp_name, remove_tree
 from harness.errors import HarnessError, SetupError
 from harness.proc import CommandLog, run
 
@@ -421,22 +420,12 @@ def apply(cache: Cache, chosen: list[Entry], log: CommandLog, say: Callable[[str
     return freed
 
 
-def _rmtree(path: Path) -> None:
-    """``shutil.rmtree`` that takes a file already gone as deleted: a released checkout's
-    detached ``rm -rf`` (:func:`harness.tree.release_checkouts`) may still be deleting the same
-    temporary directory, which gc sees as a leftover.  Other errors raise."""
-    def gone_ok(_func, _path, exc_info):
-        if not isinstance(exc_info[1], FileNotFoundError):
-            raise exc_info[1]
-    shutil.rmtree(path, onerror=gone_ok)
-
-
 def _delete(e: Entry, path: Path, log: CommandLog, say: Callable[[str], None]) -> None:
     if path.is_dir() and not path.is_symlink():
         admin = tree.worktree_admin(path)
         trash = pid_temp_name(path)
         if os.path.lexists(trash):
-            _rmtree(trash)
+            remove_tree(trash)
         try:
             os.rename(path, trash)
         except FileNotFoundError:  # deleted meanwhile (a leftover that its rm -rf finished)
@@ -445,7 +434,7 @@ def _delete(e: Entry, path: Path, log: CommandLog, say: Callable[[str], None]) -
             path.with_name(f"{path.name}.json").unlink(missing_ok=True)
         if admin is not None and (note := tree.unregister_worktree(admin, log)):
             say(f"gc: git's record of the worktree {path} stays: {note}")
-        _rmtree(trash)
+        remove_tree(trash)
     else:
         path.unlink()
     if e.kind == "initramfs":

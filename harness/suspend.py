@@ -243,11 +243,12 @@ def run_cycle(session: GuestSession, scenario: Scenario, index: int, facts: Gues
         "cat /sys/power/pm_wakeup_irq 2>/dev/null", SUSPEND_STATS,
         *(command for _, command, _ in HEALTH_PROBES), VIRTIO_DEVICES,
         *((f"grep -v '^#' {_TRACEFS}/trace",) if traced else ()), "dmesg")
-    results = list(session.run_batch(after, timeout=timeouts.GUEST_DUMP, variables={_BLOCK: block}))
+    variables = {_BLOCK: block}
+    results = list(session.run_batch(after, timeout=timeouts.GUEST_DUMP, variables=variables))
     if scenario.kind == "pm_test":
         _must_have_worked(results.pop(0), f"{where}: leaving pm_test")
     irq, stats = results[0], results[1]
-    health = health_results(results[2:2 + len(HEALTH_PROBES)], {_BLOCK: block})
+    health = health_results(results[2:2 + len(HEALTH_PROBES)], variables)
     virtio = parse_virtio_devices(results[2 + len(HEALTH_PROBES)].output)
     trace = results[3 + len(HEALTH_PROBES)].output if traced else None
     dmesg = results[-1].output

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import timeouts
-from harness.cache import Cache, atomic_dir, atomic_write, content_key, disk_usage, pid_temp_name
+from harness.cache import Cache, atomic_dir, atomic_write, content_key, disk_usage, pid_temp_name, remove_tree
 from harness.errors import ApplyError, SetupError, UsageError
 from harness.fetch import DEFAULT_TREE, EMBEDDED_TREES, linux_source
 from harness.proc import CommandLog, every, minutes, run, tail
@@ -290,7 +290,7 @@ def _release(path: Path, record: dict) -> Path:
     os.utime(path.with_suffix(".json"), ns=(last_used.st_atime_ns, last_used.st_mtime_ns))
     trash = pid_temp_name(path)
     if os.path.lexists(trash):
-        shutil.rmtree(trash)
+        remove_tree(trash)
     trash.mkdir()
     for entry in path.iterdir():
         if entry.name != ".git" and not entry.name.startswith("build-"):

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT
 from harness import cli, gc, timeouts, tree
-from harness.cache import Cache
+from harness.cache import Cache, remove_tree
 from harness.cli_args import build_parser
 from harness.errors import SetupError
 from harness.proc import CommandLog
@@ -348,7 +348,7 @@ def test_apply_touches_nothing_outside_the_cache(tmp_path):
     assert outside.is_dir()
 
 
-def test_deleting_a_leftover_that_a_detached_rm_is_deleting_too_is_no_error(tmp_path, monkeypatch):
+def test_removing_a_leftover_that_a_detached_rm_is_deleting_too_is_no_error(tmp_path, monkeypatch):
     """A released checkout's rm -rf may still run when gc deletes its temporary directory:
     files that vanish under gc's feet count as deleted."""
     leftover = tmp_path / ".0123456789abcdef.4242.tmp"
@@ -362,11 +362,11 @@ def test_deleting_a_leftover_that_a_detached_rm_is_deleting_too_is_no_error(tmp_
         real_unlink(name, *args, **kwargs)
 
     monkeypatch.setattr(os, "unlink", racing_unlink)
-    gc._rmtree(leftover)
+    remove_tree(leftover)
     monkeypatch.undo()
     assert not leftover.exists()
     (tmp_path / "kept").mkdir()
     (tmp_path / "kept" / "f").write_text("x")
     monkeypatch.setattr(os, "unlink", lambda *a, **k: (_ for _ in ()).throw(PermissionError("no")))
     with pytest.raises(PermissionError):
-        gc._rmtree(tmp_path / "kept")
+        remove_tree(tmp_path / "kept")
