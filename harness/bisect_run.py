@@ -109,7 +109,7 @@ def plan_patches(spec: str, base_req: pipeline.Request, cache: Cache, log: Comma
     commits = {0: base}
     skip_from, skip_reason = None, None
     try:
-        applied = tree.apply_series(kt, base, rev.patches, cache, log, rev.version, rev.base_commit)
+        applied = tree.apply_series(kt, base, rev.patches, cache, log, rev.version, rev.base_commit, say)
         commits.update({i: sha for i, _, sha in applied.patch_commits})
     except ApplyError as e:
         if e.patch_index is None:
@@ -117,7 +117,7 @@ def plan_patches(spec: str, base_req: pipeline.Request, cache: Cache, log: Comma
         skip_from, skip_reason = e.patch_index, str(e).splitlines()[0]
         if skip_from > 1:
             partial = tree.apply_series(kt, base, rev.patches[:skip_from - 1], cache, log, rev.version,
-                                        rev.base_commit)
+                                        rev.base_commit, say)
             commits.update({i: sha for i, _, sha in partial.patch_commits})
     expect = matrix.expectations_file(spec)
     positions = []

@@ -19,6 +19,8 @@ build          ``worktrees/<key>/build-<key>/``              ``harness-build.jso
                                                             file's if unfinished), or its worktree's
                                                             last use when newer (a cache hit touches
                                                             the marker)
+pristine       ``pristine/<key>/``: the checkout whose       ``pristine.json``'s mtime, or the last use
+               files worktrees hard-link                    of a worktree that links it, if newer
 tree           ``trees/<name>/`` (protected without          the mtime of its ``.git`` and
                ``--trees``)                                 ``.git/worktrees`` directories
 tarball        ``src/linux-source-*.tar.xz``                its mtime or ctime, whichever is newer: when
@@ -40,7 +42,9 @@ Never collected: ``ccache/`` (ccache keeps its own size: ``ccache -M``), the apt
 (``apt-arm64/``, ``apt-sources/``), ``locks/``, and the logs and state files at the top.
 
 An entry may need others (:attr:`Entry.needs`): a build its worktree (it lives inside it), a
-worktree its embedded tree (git's objects), a tree its tarball and a sysroot its .debs (the
+worktree its embedded tree (git's objects) and its pristine checkout (the files it links, and
+gets back from it when released: a pristine checkout goes last, when its files are freed), a
+tree its tarball and a sysroot its .debs (the
 harness finds them by the tarball's and the .debs' names).  An entry goes only with everything
 that needs it, those first, and counts as used when any of them was.  Nothing used in the last
 :data:`IN_USE_SECONDS` goes: a harness holds the sources lock while it applies and builds, not
@@ -84,7 +88,7 @@ _KEPT_TOP = {
     "locks": ("lock", "the lock harness processes take turns on"),
 }
 #: Top-level directories whose children :func:`scan` classifies.
-_CONTAINERS = ("worktrees", "trees", "src", "debs", "sysroot", "rootfs", "tools", "runs", "bisect-steps", "series")
+_CONTAINERS = ("pristine", "worktrees", "trees", "src", "debs", "sysroot", "rootfs", "tools", "runs", "bisect-steps", "series")
 #: How often a directory is scanned again when an entry vanished while it was read.
 _SCAN_ATTEMPTS = 3
 #: The marker of a finished build (:mod:`harness.build`).
@@ -194,6 +198,8 @@ def _scan_worktrees(top: Path, children: list[Path], usage, include_trees: bool)
             repository = tree.worktree_repository(admin) if admin else None
             source = repository.parent if repository and repository.name == ".git" else repository
             needs = (source,) if source and source.parent == trees_dir else ()
+            pristine = json.loads(record.read_text()).get("pristine")
+            needs += (Path(pristine),) if pristine else ()
             if repository is None:
                 what = "worktree (not a git worktree any more)"
             elif not repository.is_dir():
@@ -214,6 +220,22 @@ def _scan_worktrees(top: Path, children: list[Path], usage, include_trees: bool)
         else:  # a worktree without a record (an interrupted apply), a record without one, a temporary
             size, newest = usage(p)
             out.append(Entry("leftover", p, size, newest, reason="not a complete worktree (an interrupted apply)"))
+    return out
+
+
+def _scan_pristine(top: Path, children: list[Path], usage, include_trees: bool) -> list[Entry]:
+    """Pristine checkouts (:func:`harness.tree.pristine_checkout`).  They are scanned before the
+    worktrees, so the files both hold count here, once (a worktree's size is what it alone
+    holds: its directories and the files its commit changed)."""
+    out = []
+    for p in children:
+        record = p / tree.PRISTINE_RECORD
+        if p.is_dir() and not p.is_symlink() and record.is_file():
+            out.append(Entry("pristine", p, usage(p)[0], record.stat().st_mtime,
+                             reason=f"pristine checkout of {json.loads(record.read_text()).get('repository')}"))
+        else:
+            size, newest = usage(p)
+            out.append(Entry("leftover", p, size, newest, reason="not a complete pristine checkout"))
     return out
 
 
@@ -298,7 +320,7 @@ def _scan_results(top: Path, children: list[Path], usage, include_trees: bool) -
     return out
 
 
-_SCANNERS = {"worktrees": _scan_worktrees, "trees": _scan_trees, "sysroot": _scan_sysroots,
+_SCANNERS = {"pristine": _scan_pristine, "worktrees": _scan_worktrees, "trees": _scan_trees, "sysroot": _scan_sysroots,
              "rootfs": _scan_initramfs,
              "src": _scan_files("tarball", "linux-source-*.tar.xz"),
              "debs": _scan_files("deb", "*.deb"),

@@ -124,7 +124,7 @@ def applied_tree(req: Request, cache: Cache, log: CommandLog,
     elif req.upto is not None:
         raise UsageError("--upto needs --series")
     return tree.apply_series(kt, base, patches, cache, log, rev.version if rev else None,
-                             rev.base_commit if rev else None), rev
+                             rev.base_commit if rev else None, say), rev
 
 
 def build_kernel(req: Request, cache: Cache, log: CommandLog, say: Say) -> KernelBuild:

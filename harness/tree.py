@@ -6,16 +6,24 @@ The harness never writes to a user's tree: builds go to ``O=`` directories
 in the cache.
 
 Each applied revision is a worktree of its own under ``$HARNESS_CACHE/worktrees/``
-(:func:`apply_series`).  A kernel checkout is about 1.5 GB and a test run applies dozens of
-revisions, so only the :data:`CHECKOUTS_KEPT` most recently used worktrees keep their source
-files; the others keep their commits, their record and their ``O=`` build directories (so a
-build is still a cache hit) and get their files back from git when something is built in
-them again (:func:`ensure_checkout`); booting a cached build needs no checkout.
+(:func:`apply_series`).  A kernel checkout is about 1.5 GB in 90,000 files, and writing it
+takes git 25-100 s on these disks, so it is written once per repository, into the cache's
+pristine checkout (:func:`pristine_checkout`), and every worktree gets its files as hard links
+to those (``cp -al``, 2-6 s), then ``git reset --hard`` writes the files where its commit
+differs from the pristine one (the kernel developers' hard-linked trees of old).  Nothing
+writes into a linked file: git replaces a file it changes by a new one (``entry.c``,
+``apply.c``: unlink, then create), and kbuild writes only to ``O=``.  An edit in place would
+change every tree that shares the file; :func:`ensure_checkout` finds and undoes one before
+a build.  Only the :data:`CHECKOUTS_KEPT` most recently used worktrees keep their files; the
+others keep their commits, their record and their ``O=`` build directories (so a build is
+still a cache hit) and get their files back when something is built in them again
+(:func:`ensure_checkout`); booting a cached build needs no checkout.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -29,6 +37,17 @@ from harness.cache import Cache, atomic_dir, atomic_write, content_key, disk_usa
 from harness.errors import ApplyError, SetupError, UsageError
 from harness.fetch import DEFAULT_TREE, EMBEDDED_TREES, linux_source
 from harness.proc import CommandLog, every, minutes, run, tail
+
+#: The start of every git command the harness runs.  A worktree's files are hard links, and git
+#: compares a file's ctime with its index by default (git-config(1) ``core.trustctime``): linking
+#: another worktree to a file sets its ctime, and git would hash all 90,000 files again to see
+#: that nothing changed (30-45 s).  Size, mtime and inode still show a change.
+GIT = ("git", "-c", "core.trustctime=false")
+
+#: The cache directory of the pristine checkouts (:func:`pristine_checkout`).
+PRISTINE_DIR = "pristine"
+
+_LOG = logging.getLogger("harness.tree")
 
 #: Top-level Makefile lines that give the kernel version.
 _MAKEFILE_VERSION = re.compile(r"^(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)[ \t]*=[ \t]*(\S*)", re.M)
@@ -92,14 +111,14 @@ def show_file(repo: Path, spec: str, dest: Path, log: CommandLog) -> None:
     """Write git's ``spec`` (``REV:PATH``) of ``repo`` to ``dest`` byte for byte, not into the
     logs (a worktree or tree without a checkout still has its files in git).  Raises
     :class:`SetupError` naming ``spec`` when git cannot (``dest`` is then removed)."""
-    res = run(["git", "-C", repo, "show", spec], log, stdout_file=dest)
+    res = run([*GIT, "-C", repo, "show", spec], log, stdout_file=dest)
     if res.returncode != 0:
         dest.unlink(missing_ok=True)
         raise SetupError(f"git show {spec} in {repo} failed:\n{tail(res.output)}")
 
 
 def _git(tree: Path, log: CommandLog, *args: str, env: dict | None = None) -> str:
-    res = run(["git", "-C", tree, *args], log, env=env)
+    res = run([*GIT, "-C", tree, *args], log, env=env)
     if res.returncode != 0:
         raise SetupError(f"git {' '.join(args)} in {tree} failed:\n{tail(res.output)}")
     return res.output.strip()
@@ -112,12 +131,12 @@ def user_tree(path: Path, log: CommandLog) -> KernelTree:
     """
     path = path.expanduser().resolve()
     version = kernel_version(path)
-    res = run(["git", "-C", path, "rev-parse", "--verify", "HEAD"], log)
+    res = run([*GIT, "-C", path, "rev-parse", "--verify", "HEAD"], log)
     if res.returncode != 0:
         raise UsageError(f"{path} is not a git checkout with a commit (git rev-parse HEAD failed); "
                          "pass a kernel git tree with --tree")
     commit = res.output.strip()
-    describe = run(["git", "-C", path, "describe", "--always", "--tags", commit], log).output.strip()
+    describe = run([*GIT, "-C", path, "describe", "--always", "--tags", commit], log).output.strip()
     return KernelTree(path, commit, version, describe or commit[:12], embedded=False)
 
 
@@ -231,7 +250,7 @@ def resolve_base(kt: KernelTree, base_ref: str | None, series_base: str | None,
     the tree's HEAD, with a warning.  Raises :class:`UsageError` for an unknown ``base_ref``.
     """
     def commit_of(ref: str) -> str | None:
-        res = run(["git", "-C", kt.path, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], log)
+        res = run([*GIT, "-C", kt.path, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], log)
         return res.output.strip() if res.returncode == 0 else None
 
     if base_ref:
@@ -265,17 +284,110 @@ def _write_record(path: Path, record: dict) -> None:
 
 
 def ensure_checkout(path: Path, log: CommandLog) -> None:
-    """Give a released worktree at ``path`` its source files back (``git reset --hard``, about
-    40 s for a kernel on a loaded 2-core machine) and mark it checked out; a no-op for a
-    checked-out worktree or a directory that is not one of ours.  Raises :class:`SetupError`
-    if git fails."""
+    """Make the worktree at ``path`` hold its commit's files for a build: a released one gets
+    them back (:func:`_fill`: hard links to its pristine checkout, 2-6 s for a kernel; a full
+    ``git reset --hard``, 25-100 s, when the pristine checkout is gone); in a checked-out one,
+    files changed in place (which changes them in every tree that links them) are written again
+    from git, with a warning naming them.  A no-op for a directory that is not one of ours.
+    Raises :class:`SetupError` if git fails."""
     record = _worktree_record(path)
-    if record is None or record.get("checked_out", True):
+    if record is None:
         return
-    res = run(["git", "-C", path, "reset", "--hard", "--quiet", "HEAD"], log)
-    if res.returncode != 0:
-        raise SetupError(f"git reset --hard in the released worktree {path} failed:\n{tail(res.output)}")
+    if record.get("checked_out", True):
+        if record.get("pristine"):
+            _undo_edits(path, log)
+        return
+    _fill(path, _usable_pristine(record), log)
     _write_record(path, {**record, "checked_out": True})
+
+
+def _usable_pristine(record: dict) -> Path | None:
+    pristine = Path(record["pristine"]) if record.get("pristine") else None
+    return pristine if pristine is not None and (pristine / PRISTINE_RECORD).is_file() else None
+
+
+def _undo_edits(path: Path, log: CommandLog) -> None:
+    """Write again from git the files of the linked worktree at ``path`` that differ from its
+    index (an editor that wrote into a linked file), and warn naming them."""
+    res = run([*GIT, "-C", path, "diff", "--name-only"], log)
+    changed = res.output.split() if res.returncode == 0 else []
+    if not changed:
+        return
+    _LOG.warning("worktree %s: %d file(s) were changed in place (%s); their hard links share them with "
+                 "the pristine checkout and other worktrees: written again from git. Change a revision "
+                 "with a patch, not in the cache.", path, len(changed), ", ".join(changed[:5]))
+    res = run([*GIT, "-C", path, "checkout", "--", *changed], log)
+    if res.returncode != 0:
+        raise SetupError(f"git checkout of the files changed in place in {path} failed:\n{tail(res.output)}")
+
+
+#: A pristine checkout's record: its repository and commit; its mtime is the last use.
+PRISTINE_RECORD = "pristine.json"
+
+
+def pristine_checkout(kt: KernelTree, cache: Cache, log: CommandLog, say=lambda message: None) -> Path:
+    """The pristine checkout of ``kt``'s repository, ``$HARNESS_CACHE/pristine/<key>/``: its
+    files in ``tree/``, git's index of them (stat data included) in ``index``, and
+    ``pristine.json``.  Made once per repository, of ``kt.commit`` (``git read-tree -u`` into
+    the cache: the repository gets no record of it, and a user's checkout is not touched; as
+    long as a checkout, 25-100 s for a kernel), renamed into place when whole; reused for
+    every base, its record touched.  Nothing builds in it: worktrees link its files
+    (:func:`_fill`).  The caller holds the cache's sources lock.  Raises :class:`SetupError`
+    if git fails."""
+    final = _pristine_path(kt, cache)
+    record = final / PRISTINE_RECORD
+    if record.is_file():
+        os.utime(record)
+        return final
+    if os.path.lexists(final):  # not one of ours: renamed into place only with its record
+        remove_tree(final)
+    tmp = pid_temp_name(final)
+    if os.path.lexists(tmp):
+        remove_tree(tmp)
+    (tmp / "tree").mkdir(parents=True)
+    say(f"check out {kt.describe} once into the cache (its worktrees hard-link these files) ...")
+    try:
+        git_dir = _git(kt.path, log, "rev-parse", "--absolute-git-dir")
+        res = run([*GIT, "-c", "core.splitIndex=false", "--git-dir", git_dir, "--work-tree", tmp / "tree",
+                   "read-tree", "--reset", "-u", kt.commit], log, env={"GIT_INDEX_FILE": str(tmp / "index")})
+        if res.returncode != 0:
+            raise SetupError(f"git read-tree -u {kt.commit[:12]} of {kt.path} into {tmp} failed:\n{tail(res.output)}")
+        (tmp / PRISTINE_RECORD).write_text(json.dumps({"repository": str(kt.path), "commit": kt.commit,
+                                                        "describe": kt.describe}, indent=2))
+        os.rename(tmp, final)
+    except BaseException:
+        remove_tree(tmp)
+        raise
+    return final
+
+
+def _pristine_path(kt: KernelTree, cache: Cache) -> Path:
+    return cache.root / PRISTINE_DIR / content_key(str(kt.path))
+
+
+def _fill(path: Path, pristine: Path | None, log: CommandLog) -> None:
+    """Give the worktree at ``path`` (HEAD set, no source files) the files of its HEAD: hard
+    links to the files of ``pristine`` (:func:`pristine_checkout`) and a copy of its index,
+    then ``git reset --hard``, which writes only the files where HEAD differs from the pristine
+    commit, each as a new file (a linked one is never written into).  Without a pristine
+    checkout, or on a file system that refuses hard links, ``git reset --hard`` writes every
+    file (25-100 s for a kernel).  Raises :class:`SetupError` if git fails."""
+    admin = worktree_admin(path)
+    if pristine is not None and admin is not None:
+        res = run(["cp", "-al", "--", f"{pristine / 'tree'}/.", path], log)
+        if res.returncode == 0:
+            shutil.copyfile(pristine / "index", admin / "index")
+        else:  # EXDEV, EPERM, EMLINK: what was linked goes, git writes the files
+            for entry in path.iterdir():
+                if entry.name == ".git" or entry.name.startswith("build-"):
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    remove_tree(entry)
+                else:
+                    entry.unlink()
+    res = run([*GIT, "-C", path, "reset", "--hard", "--quiet", "HEAD"], log)
+    if res.returncode != 0:
+        raise SetupError(f"git reset --hard in the worktree {path} failed:\n{tail(res.output)}")
 
 
 def _release(path: Path, record: dict) -> Path:
@@ -330,7 +442,8 @@ def release_checkouts(cache: Cache, keep: Path | None = None, kept: int = CHECKO
 
 
 def apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: CommandLog,
-                 series_version: int | None = None, series_base: str | None = None) -> AppliedTree:
+                 series_version: int | None = None, series_base: str | None = None,
+                 say=lambda message: None) -> AppliedTree:
     """Return a worktree of ``kt`` at ``base`` with ``patches`` applied by ``git am --3way``.
 
     ``patches`` are :class:`harness.series.Patch` objects (may be empty: a plain
@@ -344,27 +457,32 @@ def apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: C
     is left behind.  Holds the cache's sources lock meanwhile.
     """
     with cache.sources_lock():
-        return _apply_series(kt, base, patches, cache, log, series_version, series_base)
+        return _apply_series(kt, base, patches, cache, log, series_version, series_base, say)
 
 
 def _apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: CommandLog,
-                  series_version: int | None = None, series_base: str | None = None) -> AppliedTree:
+                  series_version: int | None, series_base: str | None, say) -> AppliedTree:
     """The work of :func:`apply_series`, the lock held."""
     key = content_key(str(kt.path), base, *(p.raw for p in patches))
     final = cache.root / "worktrees" / key
     release_checkouts(cache, keep=final, log=log)
     if rec := _worktree_record(final):
+        if "pristine" not in rec:  # made before worktrees linked their files: from now on they may
+            rec = {**rec, "pristine": str(_pristine_path(kt, cache))}
+            _write_record(final, rec)
         os.utime(final.with_suffix(".json"))  # its source comes back when a build needs it (ensure_checkout)
         return AppliedTree(final, rec["commit"], rec["describe"], kt, base, series_version,
                            tuple(tuple(x) for x in rec["patch_commits"]))
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():  # a worktree without its record: an interrupted earlier attempt
         _remove_worktree(kt, final, log)
+    pristine = pristine_checkout(kt, cache, log, say)
     tmp = final.with_name(f"{key}.tmp-{os.getpid()}")
-    res = run(["git", "-C", kt.path, "worktree", "add", "--detach", tmp, base], log)
+    res = run([*GIT, "-C", kt.path, "worktree", "add", "--no-checkout", "--detach", tmp, base], log)
     if res.returncode != 0:
         raise SetupError(f"git worktree add {tmp} {base[:12]} failed in {kt.path}:\n{tail(res.output)}")
     try:
+        _fill(tmp, pristine, log)
         if patches:
             with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{key}.mails-") as mails:
                 files = []
@@ -373,10 +491,10 @@ def _apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: 
                     f.write_bytes(p.raw if p.raw.startswith(b"From ")
                                   else b"From harness Mon Sep 17 00:00:00 2001\n" + p.raw)
                     files.append(f)
-                res = run(["git", "-C", tmp, "am", "--3way", "--committer-date-is-author-date", *files], log,
+                res = run([*GIT, "-C", tmp, "am", "--3way", "--committer-date-is-author-date", *files], log,
                           env=_AM_IDENTITY)
             if res.returncode != 0:
-                run(["git", "-C", tmp, "am", "--abort"], log)
+                run([*GIT, "-C", tmp, "am", "--abort"], log)
                 failed_at = _AM_FAILED_AT.search(res.output)
                 raise ApplyError(_apply_failure(res.output, patches, kt, base, series_base),
                                  patches[int(failed_at["num"]) - 1].index
@@ -385,14 +503,14 @@ def _apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: 
         commit = _git(tmp, log, "rev-parse", "HEAD")
         applied = tuple((p.index, p.subject, sha) for p, sha in zip(patches, shas))
         describe = f"{kt.describe}+v{series_version}.{len(patches)}" if patches else kt.describe
-        res = run(["git", "-C", kt.path, "worktree", "move", tmp, final], log)
+        res = run([*GIT, "-C", kt.path, "worktree", "move", tmp, final], log)
         if res.returncode != 0:
             raise SetupError(f"git worktree move {tmp} {final} failed:\n{tail(res.output)}")
     except BaseException:
         _remove_worktree(kt, tmp, log)
         raise
     _write_record(final, {"commit": commit, "describe": describe, "base": base,
-                          "patch_commits": applied, "checked_out": True})
+                          "patch_commits": applied, "checked_out": True, "pristine": str(pristine)})
     return AppliedTree(final, commit, describe, kt, base, series_version, applied)
 
 
@@ -438,7 +556,7 @@ def unregister_worktree(admin: Path, log: CommandLog) -> str | None:
         return f"git's record {admin} has no readable gitdir file ({e.strerror})"
     if old.exists():
         return f"{old} is a directory again; its record {admin} stays"
-    res = run(["git", "--git-dir", repository, "worktree", "remove", "--force", old], log,
+    res = run([*GIT, "--git-dir", repository, "worktree", "remove", "--force", old], log,
               timeout=timeouts.COMMAND)
     if res.returncode != 0:
         return f"git worktree remove --force {old} in {repository} failed: {tail(res.output, 3)}"
@@ -446,9 +564,9 @@ def unregister_worktree(admin: Path, log: CommandLog) -> str | None:
 
 
 def _remove_worktree(kt: KernelTree, path: Path, log: CommandLog) -> None:
-    run(["git", "-C", kt.path, "worktree", "remove", "--force", path], log)
+    run([*GIT, "-C", kt.path, "worktree", "remove", "--force", path], log)
     shutil.rmtree(path, ignore_errors=True)
-    run(["git", "-C", kt.path, "worktree", "prune"], log)
+    run([*GIT, "-C", kt.path, "worktree", "prune"], log)
 
 
 def _apply_failure(output: str, patches: tuple, kt: KernelTree, base: str, series_base: str | None) -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT
 from harness import cli, gc, timeouts, tree
-from harness.cache import Cache, remove_tree
+from harness.cache import Cache, disk_usage, remove_tree
 from harness.cli_args import build_parser
 from harness.errors import SetupError
 from harness.proc import CommandLog
@@ -172,10 +172,16 @@ def fake_cache(tmp_path):
     run.mkdir(parents=True)
     (run / "results.json").write_text("{}")
     for path in (old.path.with_suffix(".json"), build / "harness-build.json", build / "Image",
-                 theirs.path.with_suffix(".json"), run / "results.json", run):
+                 theirs.path.with_suffix(".json"), pristine_of(theirs.path) / tree.PRISTINE_RECORD,
+                 run / "results.json", run):
         age(path, 40)
     purged(cache)  # the third apply released the oldest checkout
     return cache, embedded, user, old.path, new.path, theirs.path, run
+
+
+def pristine_of(worktree: Path) -> Path:
+    """The pristine checkout whose files ``worktree`` links (its record names it)."""
+    return Path(json.loads(worktree.with_suffix(".json").read_text())["pristine"])
 
 
 def purged(cache: Cache, within: float = 10.0) -> None:
@@ -194,11 +200,21 @@ def test_scan_finds_each_kind_with_sizes_and_its_last_use(fake_cache):
     assert [e.protected for e in gc.scan(cache, include_trees=True) if e.kind == "tree"] == [False]
     build = by_path[old / "build-0123456789abcdef"]
     assert (build.kind, build.needs) == ("build", (old,)) and build.size_bytes >= 100_000
-    assert by_path[old].kind == "worktree" and by_path[old].needs == (embedded,)
+    pristine = pristine_of(old)
+    assert by_path[old].kind == "worktree" and by_path[old].needs == (embedded, pristine)
     assert by_path[old].size_bytes < build.size_bytes  # the build is not counted twice
     assert time.time() - by_path[old].last_used > 39 * DAY
     assert time.time() - by_path[new].last_used < 600
-    assert by_path[theirs].needs == () and by_path[theirs].reason == f"worktree of {user.resolve()}"
+    assert by_path[theirs].needs == (pristine_of(theirs),)
+    assert by_path[theirs].reason == f"worktree of {user.resolve()}"
+    # one pristine checkout per repository; the files it shares with the checked-out worktree
+    # (new) count once, in the pristine checkout
+    assert pristine_of(new) == pristine != pristine_of(theirs)
+    assert by_path[pristine].kind == "pristine" and by_path[pristine].reason == f"pristine checkout of {embedded}"
+    assert (new / "Makefile").stat().st_ino == (pristine / "tree" / "Makefile").stat().st_ino
+    alone = disk_usage(new)[0] + disk_usage(new.with_suffix(".json"))[0]
+    assert by_path[new].size_bytes + (new / "Makefile").stat().st_blocks * 512 <= alone
+    assert by_path[pristine].size_bytes >= (pristine / "tree" / "Makefile").stat().st_blocks * 512
     assert by_path[run].kind == "run" and time.time() - by_path[run].last_used > 39 * DAY
     assert by_path[cache.root / "locks"].protected
 
@@ -208,8 +224,9 @@ def test_dry_run_lists_what_would_go_and_deletes_nothing(fake_cache, capsys):
     before = worktree_paths(embedded), worktree_paths(user)
     out = gc.collect(cache, dry_run=True, max_age_days=30)
     chosen = [e.path for e in out.chosen]
-    assert set(chosen) == {old / "build-0123456789abcdef", old, theirs, run}
+    assert set(chosen) == {old / "build-0123456789abcdef", old, theirs, pristine_of(theirs), run}
     assert chosen.index(old / "build-0123456789abcdef") < chosen.index(old)
+    assert chosen.index(theirs) < chosen.index(pristine_of(theirs))  # the pristine checkout goes last
     assert out.freed == sum(e.size_bytes for e in out.chosen) and out.after == out.before - out.freed
     assert all(p.exists() for p in (old, theirs, run, old / "build-0123456789abcdef"))
     assert (worktree_paths(embedded), worktree_paths(user)) == before
@@ -226,11 +243,15 @@ def test_gc_removes_old_worktrees_and_their_git_records_and_leaves_the_embedded_
     leftover = cache.root / "worktrees" / f".{old.name}.99999.tmp"
     leftover.mkdir()
     age(leftover, 2)
+    theirs_pristine = pristine_of(theirs)
     out = gc.collect(cache, max_age_days=30)
-    assert {e.path for e in out.chosen} == {old / "build-0123456789abcdef", old, theirs, run, leftover}
+    assert {e.path for e in out.chosen} == {old / "build-0123456789abcdef", old, theirs, theirs_pristine, run,
+                                            leftover}
     assert out.freed >= 100_000
-    for gone in (old, old.with_suffix(".json"), theirs, theirs.with_suffix(".json"), run, leftover):
+    for gone in (old, old.with_suffix(".json"), theirs, theirs.with_suffix(".json"), theirs_pristine, run,
+                 leftover):
         assert not gone.exists(), gone
+    assert pristine_of(new).is_dir()  # the embedded tree's, linked by new
     assert new.is_dir() and new.with_suffix(".json").is_file() and (embedded / ".git").is_dir()
     assert (cache.root / "src" / "linux-source-1.0-1.tar.xz").is_file()
     assert not list((cache.root / "worktrees").glob(".*.tmp"))
@@ -252,7 +273,7 @@ def test_budget_removes_least_recently_used_and_trees_only_when_asked(fake_cache
     assert out.after > 0 and any("over the" in line for line in gc.summary_lines(out))
     # days later, with --trees: the tree goes too, after its worktree, and then its tarball
     out = gc.collect(cache, max_size_bytes=0, include_trees=True, now=time.time() + 3 * DAY)
-    assert [e.kind for e in out.chosen] == ["worktree", "tree", "tarball"]
+    assert [e.kind for e in out.chosen] == ["worktree", "pristine", "tree", "tarball"]
     assert not embedded.exists() and not new.exists() and not (cache.root / "src" / "linux-source-1.0-1.tar.xz").exists()
     assert (cache.root / "locks").is_dir()
 

@@ -3,13 +3,14 @@ throwaway repositories created by the tests."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from harness import series, tree
+from harness import proc, series, tree
 from harness.cache import Cache
 from conftest import ROOT
 from harness.errors import ApplyError, ConfigError, SeriesError
@@ -261,6 +262,62 @@ def test_only_the_most_recent_worktrees_keep_their_source_and_a_released_one_com
     # now the second is the least recently used
     assert not (second.path / "drivers").exists() and (third.path / "drivers" / "a.c").is_file()
     assert user_state(repo) == before
+
+
+def test_worktrees_link_the_pristine_checkout_and_no_write_reaches_a_linked_file(user_repo, tmp_path, caplog):
+    repo, s = user_repo
+    before = user_state(repo)
+    kt = kernel_tree(repo)
+    base = git(repo, "rev-parse", "base")
+    cache = Cache(tmp_path / "cache")
+    one = tree.apply_series(kt, base, s.patches[:1], cache, LOG, 9)  # changes drivers/a.c
+    pristine = Path(json.loads(one.path.with_suffix(".json").read_text())["pristine"])
+    shared, changed = (one.path / "drivers" / "b.c", one.path / "drivers" / "a.c")
+    assert shared.stat().st_ino == (pristine / "tree" / "drivers" / "b.c").stat().st_ino
+    assert changed.stat().st_ino != (pristine / "tree" / "drivers" / "a.c").stat().st_ino
+    assert (pristine / "tree" / "drivers" / "a.c").read_text() == git(repo, "show", "base:drivers/a.c") + "\n"
+    assert "int a3 = 3;" in changed.read_text()
+    # the pristine checkout is no worktree of the user's repository; its user state is as it was
+    assert worktree_paths(repo) == [str(repo), str(one.path)]
+    assert user_state(repo) == before
+    assert git(one.path, "status", "--porcelain", "--untracked-files=no") == ""
+    # an editor that writes into a linked file changes every tree that links it ...
+    with open(shared, "a") as f:
+        f.write("/* edited in place */\n")
+    assert "edited in place" in (pristine / "tree" / "drivers" / "b.c").read_text()
+    # ... a new worktree does not get the edit (git sees the pristine file's size and mtime change)
+    all_three = tree.apply_series(kt, base, s.patches, cache, LOG, 9)
+    assert (all_three.path / "drivers" / "b.c").read_text() == "long b;\n"
+    # and the edited worktree gets its file back from git before a build, with a warning
+    with caplog.at_level("WARNING", logger="harness.tree"):
+        tree.ensure_checkout(one.path, LOG)
+    assert shared.read_text() == "int b;\n"
+    assert "drivers/b.c" in caplog.text and "changed in place" in caplog.text
+    assert user_state(repo) == before
+
+
+def test_a_file_system_that_refuses_hard_links_gets_a_full_checkout(user_repo, tmp_path, monkeypatch):
+    repo, s = user_repo
+    real_run = tree.run
+
+    def cp_fails_halfway(argv, log, **kw):  # cp links what it can, then EXDEV
+        res = real_run(argv, log, **kw)
+        return proc.Completed(res.argv, 1, "cp: cannot create hard link: Invalid cross-device link", 0.0) \
+            if argv[0] == "cp" else res
+    monkeypatch.setattr(tree, "run", cp_fails_halfway)
+    kt = kernel_tree(repo)
+    applied = tree.apply_series(kt, git(repo, "rev-parse", "base"), s.patches, Cache(tmp_path / "c"), LOG, 9)
+    pristine = Path(json.loads(applied.path.with_suffix(".json").read_text())["pristine"])
+    b_c = applied.path / "drivers" / "b.c"
+    assert b_c.read_text() == "long b;\n" and "int a15 = 15;" in (applied.path / "drivers" / "a.c").read_text()
+    assert (applied.path / "drivers" / "a.c").stat().st_nlink == 1  # written by git, not linked
+    assert (pristine / "tree" / "drivers" / "a.c").stat().st_nlink == 1
+    assert git(applied.path, "status", "--porcelain", "--untracked-files=no") == ""
+
+
+def worktree_paths(repo: Path) -> list[str]:
+    return [line.split(" ", 1)[1] for line in git(repo, "worktree", "list", "--porcelain").splitlines()
+            if line.startswith("worktree ")]
 
 
 def test_upto_applies_the_first_k_patches(user_repo, tmp_path):
