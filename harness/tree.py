@@ -297,13 +297,19 @@ def ensure_checkout(path: Path, log: CommandLog) -> None:
         if record.get("pristine"):
             _undo_edits(path, log)
         return
-    _fill(path, _usable_pristine(record), log)
+    _fill(path, _usable_pristine(path, record, log), log)
     _write_record(path, {**record, "checked_out": True})
 
 
-def _usable_pristine(record: dict) -> Path | None:
+def _usable_pristine(path: Path, record: dict, log: CommandLog) -> Path | None:
+    """The pristine checkout the record of the worktree at ``path`` names, made from the
+    worktree's repository if it is not there (a worktree made before they were, or gc removed
+    it), the worktree's base commit; None when the record names none."""
     pristine = Path(record["pristine"]) if record.get("pristine") else None
-    return pristine if pristine is not None and (pristine / PRISTINE_RECORD).is_file() else None
+    admin = worktree_admin(path)
+    if pristine is None or (pristine / PRISTINE_RECORD).is_file() or admin is None:
+        return pristine
+    return _make_pristine(pristine, admin, record["base"], str(worktree_repository(admin)), log)
 
 
 def _undo_edits(path: Path, log: CommandLog) -> None:
@@ -328,32 +334,36 @@ PRISTINE_RECORD = "pristine.json"
 def pristine_checkout(kt: KernelTree, cache: Cache, log: CommandLog, say=lambda message: None) -> Path:
     """The pristine checkout of ``kt``'s repository, ``$HARNESS_CACHE/pristine/<key>/``: its
     files in ``tree/``, git's index of them (stat data included) in ``index``, and
-    ``pristine.json``.  Made once per repository, of ``kt.commit`` (``git read-tree -u`` into
-    the cache: the repository gets no record of it, and a user's checkout is not touched; as
-    long as a checkout, 25-100 s for a kernel), renamed into place when whole; reused for
-    every base, its record touched.  Nothing builds in it: worktrees link its files
+    ``pristine.json``.  Made once per repository, of ``kt.commit`` (:func:`_make_pristine`), and
+    reused for every base, its record touched.  Nothing builds in it: worktrees link its files
     (:func:`_fill`).  The caller holds the cache's sources lock.  Raises :class:`SetupError`
     if git fails."""
     final = _pristine_path(kt, cache)
-    record = final / PRISTINE_RECORD
-    if record.is_file():
-        os.utime(record)
+    if (final / PRISTINE_RECORD).is_file():
+        os.utime(final / PRISTINE_RECORD)
         return final
+    say(f"check out {kt.describe} once into the cache (its worktrees hard-link these files) ...")
+    return _make_pristine(final, Path(_git(kt.path, log, "rev-parse", "--absolute-git-dir")), kt.commit,
+                          str(kt.path), log)
+
+
+def _make_pristine(final: Path, git_dir: Path, commit: str, repository: str, log: CommandLog) -> Path:
+    """Write the pristine checkout ``final`` of ``commit`` from ``git_dir`` (a repository's or a
+    worktree's git directory): ``git read-tree -u`` into a temporary directory (the repository
+    gets no record of it, and no checkout is touched; as long as a checkout, 25-100 s for a
+    kernel), renamed into place when whole.  Raises :class:`SetupError` if git fails."""
     if os.path.lexists(final):  # not one of ours: renamed into place only with its record
         remove_tree(final)
     tmp = pid_temp_name(final)
     if os.path.lexists(tmp):
         remove_tree(tmp)
     (tmp / "tree").mkdir(parents=True)
-    say(f"check out {kt.describe} once into the cache (its worktrees hard-link these files) ...")
     try:
-        git_dir = _git(kt.path, log, "rev-parse", "--absolute-git-dir")
         res = run([*GIT, "-c", "core.splitIndex=false", "--git-dir", git_dir, "--work-tree", tmp / "tree",
-                   "read-tree", "--reset", "-u", kt.commit], log, env={"GIT_INDEX_FILE": str(tmp / "index")})
+                   "read-tree", "--reset", "-u", commit], log, env={"GIT_INDEX_FILE": str(tmp / "index")})
         if res.returncode != 0:
-            raise SetupError(f"git read-tree -u {kt.commit[:12]} of {kt.path} into {tmp} failed:\n{tail(res.output)}")
-        (tmp / PRISTINE_RECORD).write_text(json.dumps({"repository": str(kt.path), "commit": kt.commit,
-                                                        "describe": kt.describe}, indent=2))
+            raise SetupError(f"git read-tree -u {commit[:12]} of {repository} into {tmp} failed:\n{tail(res.output)}")
+        (tmp / PRISTINE_RECORD).write_text(json.dumps({"repository": repository, "commit": commit}, indent=2))
         os.rename(tmp, final)
     except BaseException:
         remove_tree(tmp)

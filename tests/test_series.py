@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -255,8 +256,11 @@ def test_only_the_most_recent_worktrees_keep_their_source_and_a_released_one_com
     again = tree.apply_series(kt, base, s.patches[:1], cache, LOG, 9)
     assert (again.path, again.commit) == (first.path, first.commit)
     assert not (again.path / "drivers").exists()  # a cached build boots without its source
+    pristine = Path(json.loads(again.path.with_suffix(".json").read_text())["pristine"])
+    shutil.rmtree(pristine)  # gone (gc, or a worktree made before there were any): made again
     tree.ensure_checkout(again.path, LOG)  # what a build in it calls first
     assert (again.path / "drivers" / "a.c").read_text() == a_c
+    assert (again.path / "drivers" / "b.c").stat().st_ino == (pristine / "tree" / "drivers" / "b.c").stat().st_ino
     assert (again.path / "build-k" / "Image").read_bytes() == b"kernel"
     assert git(again.path, "status", "--porcelain", "--untracked-files=no") == ""
     # now the second is the least recently used
