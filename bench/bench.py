@@ -47,8 +47,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import dmesg  # noqa: E402
-from harness.cache import Cache  # noqa: E402
+from harness import dmesg, tree  # noqa: E402
+from harness.cache import Cache, disk_usage  # noqa: E402
 
 
 def _captures(min_bytes: int) -> str:
@@ -105,28 +105,29 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def _du(path: Path) -> int:
-    out = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, timeout=600).stdout
-    return int(out.split()[0]) if out else 0
-
-
 def bench_cache(cache: Cache) -> dict:
+    """Bytes (allocated, as ``du``) per top-level cache directory, per pristine checkout, and per
+    worktree (its own files: the hard links it shares with its pristine checkout count there
+    once, as ``du`` over both counts them) and per ``O=`` build directory in it."""
     root = cache.root
     if not root.is_dir():
         return {"skipped": f"no cache at {root}"}
-    out: dict = {"root": str(root), "total": _du(root)}
-    for name in ("trees", "src", "ccache", "debs", "sysroot", "rootfs", "runs"):
-        if (root / name).is_dir():
-            out[name] = _du(root / name)
+    seen: set = set()
+    out: dict = {"root": str(root), "total": disk_usage(root)[0]}
+    out["pristine"] = {p.name: disk_usage(p, seen=seen)[0] for p in sorted((root / "pristine").glob("*"))
+                       if (p / tree.PRISTINE_RECORD).is_file()}
     worktrees = []
     for rec in sorted((root / "worktrees").glob("*.json")):
         wt = rec.with_suffix("")
         if wt.is_dir():
-            builds = {b.name: _du(b) for b in wt.glob("build-*")}
-            source = _du(wt) - sum(builds.values())
+            builds = {b.name: disk_usage(b, seen=seen)[0] for b in wt.glob("build-*")}
+            source = disk_usage(wt, skip=[wt / b for b in builds], seen=seen)[0]
             worktrees.append({"worktree": wt.name, "checked_out": json.loads(rec.read_text()).get("checked_out", True),
                               "source": source, "builds": builds})
     out["worktrees"] = worktrees
+    for name in ("trees", "src", "ccache", "debs", "sysroot", "rootfs", "runs"):
+        if (root / name).is_dir():
+            out[name] = disk_usage(root / name)[0]
     return out
 
 
@@ -300,10 +301,12 @@ def _all_builds_hit(matrix_dir: Path) -> bool:
     return all((d.get("build") or {}).get("cache_hit", True) for d in docs)
 
 
-#: The cells of the default matrix that the scaling figure runs at -j1 and -j2: the 6.12 rows,
-#: the default matrix when issue 16 set the targets (18 cells, 16 that boot); the whole default
-#: matrix, 7.x rows too, runs at the default -j (the warm ``make test-arm64`` figure).
-SCALING_CELLS = ("*-6.12/*", "v6/*", "v9/*")
+#: The cells of the default matrix that the scaling figure runs at -j1 and -j2 (``--scaling``
+#: picks others): the 6.12 rows on virt-mmio, both revisions and every scenario (6 cells), short
+#: enough to run twice; ``--scaling '*-6.12/*'`` runs the 18 cells of the default matrix when
+#: issue 16 set the targets (3-4 minutes more).  The whole default matrix runs at the default -j
+#: (the warm ``make test-arm64`` figure).
+SCALING_CELLS = ("*-6.12/virt-mmio/*",)
 
 
 def _matrix_wall(jobs: int, cells: tuple[str, ...] = ()) -> tuple[float, int]:
@@ -323,15 +326,15 @@ def _matrix_wall(jobs: int, cells: tuple[str, ...] = ()) -> tuple[float, int]:
         shutil.rmtree(target, ignore_errors=True)
 
 
-def bench_matrix(cache: Cache) -> dict:
+def bench_matrix(cache: Cache, scaling: tuple[str, ...] = SCALING_CELLS) -> dict:
     """The whole default matrix warm at the default ``-j`` (the warm ``make test-arm64``
-    figure), and :data:`SCALING_CELLS` of it at -j1 and -j2: wall seconds and the speed-up."""
+    figure), and the ``scaling`` cells of it at -j1 and -j2: wall seconds and the speed-up."""
     from harness.scheduler import default_jobs
     out: dict = {"default_jobs": default_jobs()}
     out["default_wall_seconds"], out["default_cells"] = _matrix_wall(default_jobs())
-    out["scaling_cells"] = " ".join(SCALING_CELLS)
+    out["scaling_cells"] = " ".join(scaling)
     for jobs in (2, 1):
-        out[f"scaling_j{jobs}_wall_seconds"], out["scaling_cell_count"] = _matrix_wall(jobs, SCALING_CELLS)
+        out[f"scaling_j{jobs}_wall_seconds"], out["scaling_cell_count"] = _matrix_wall(jobs, scaling)
     out["speedup_j2"] = round(out["scaling_j1_wall_seconds"] / out["scaling_j2_wall_seconds"], 2)
     return out
 
@@ -413,21 +416,30 @@ def main() -> int:
     p.add_argument("--cold", action="store_true",
                    help="also set up an empty cache and run the default matrix in it: cold builds, cold "
                         "make test-arm64 (tens of minutes)")
+    p.add_argument("--scaling", action="append", metavar="GLOB",
+                   help=f"with --matrix: the cells to run at -j1 and -j2 (repeatable; default {' '.join(SCALING_CELLS)})")
     p.add_argument("--out", type=Path, default=ROOT / "bench.json")
     args = p.parse_args()
     cache = Cache.from_env()
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    figures = {"parser": bench_parser(), "cache": bench_cache(cache)}
+    parts = {"parser": bench_parser, "cache": lambda: bench_cache(cache)}
     if args.cold:
-        figures["cold"] = bench_cold()
+        parts["cold"] = bench_cold
     if args.switch:
-        figures["switch"] = bench_switch(figures.get("cold") or previous.get("cold"))
+        parts["switch"] = lambda: bench_switch(figures.get("cold") or previous.get("cold"))
     if args.run:
-        figures["run"] = bench_run(cache)
+        parts["run"] = lambda: bench_run(cache)
     if args.sleepgraph:
-        figures["sleepgraph"] = bench_sleepgraph(cache)
+        parts["sleepgraph"] = lambda: bench_sleepgraph(cache)
     if args.matrix:
-        figures["matrix"] = bench_matrix(cache)
+        parts["matrix"] = lambda: bench_matrix(cache, tuple(args.scaling or SCALING_CELLS))
+    figures: dict = {}
+    took = {}
+    for name, part in parts.items():
+        start = time.perf_counter()
+        figures[name] = part()
+        took[name] = round(time.perf_counter() - start, 1)
+    figures["bench_seconds"] = {**took, "total": round(sum(took.values()), 1)}
     args.out.write_text(json.dumps(figures, indent=2) + "\n")
     for section, values in figures.items():
         print(f"[{section}]")
