@@ -38,4 +38,4 @@ def test_a_cell_boots_prebuilt_artifacts_with_an_empty_cache(tmp_path):
     assert res["build"]["cache_hit"] is True and res["build"]["prebuilt"] == str(pb / "bare-debian-6.12")
     assert res["build"]["key"] == rec["build"]["key"] and res["initramfs"]["sha256"] == rec["initramfs"]["sha256"]
     assert res["tree"]["commit"] == rec["tree"]["commit"] and res["timings"]["build"] == 0
-    assert not any((empty / d).exists() for d in ("trees", "worktrees", "ccache", "sysroot", "rootfs"))
+    assert not any((empty / d).exists() for d in ("trees", "pristine", "worktrees", "ccache", "sysroot", "rootfs"))
