@@ -22,6 +22,7 @@ still a cache hit) and get their files back when something is built in them agai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -273,6 +274,11 @@ def resolve_base(kt: KernelTree, base_ref: str | None, series_base: str | None,
 #: commits and record stay.
 CHECKOUTS_KEPT = 2
 
+#: How many pristine checkouts (:func:`pristine_checkout`, 1.5 GB each) :func:`release_pristines`
+#: keeps: the default matrix's two trees.  An older one is made again (25-100 s) when a worktree
+#: of its repository is made or gets its files back.
+PRISTINES_KEPT = 2
+
 
 def _worktree_record(path: Path) -> dict | None:
     marker = path.with_suffix(".json")
@@ -451,6 +457,32 @@ def release_checkouts(cache: Cache, keep: Path | None = None, kept: int = CHECKO
     return released
 
 
+def release_pristines(cache: Cache, keep: Path | None = None, kept: int = PRISTINES_KEPT,
+                      log: CommandLog | None = None) -> list[Path]:
+    """Delete every pristine checkout but the ``kept`` most recently used (``keep`` counts as
+    the most recent), and any whose repository is gone (a test's, a deleted clone); return
+    their paths.  Worktrees keep the files they link (a file goes with its last link); a
+    released worktree whose pristine checkout is gone makes it again (:func:`ensure_checkout`).
+    Renamed aside at once, deleted in the background (:func:`_purge`)."""
+    found = []
+    for path in (cache.root / PRISTINE_DIR).glob("*"):
+        with contextlib.suppress(OSError, ValueError):
+            record = path / PRISTINE_RECORD
+            found.append((record.stat().st_mtime, path, json.loads(record.read_text()).get("repository", "")))
+    found.sort(reverse=True)
+    order = [f for f in found if f[1] == keep] + [f for f in found if f[1] != keep]
+    released = []
+    for i, (_, path, repository) in enumerate(order):
+        if i >= kept or (path != keep and not Path(repository).exists()):
+            trash = pid_temp_name(path)
+            if os.path.lexists(trash):
+                remove_tree(trash)
+            os.rename(path, trash)
+            _purge(trash, log)
+            released.append(path)
+    return released
+
+
 def apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: CommandLog,
                  series_version: int | None = None, series_base: str | None = None,
                  say=lambda message: None) -> AppliedTree:
@@ -481,12 +513,14 @@ def _apply_series(kt: KernelTree, base: str, patches: tuple, cache: Cache, log: 
             rec = {**rec, "pristine": str(_pristine_path(kt, cache))}
             _write_record(final, rec)
         os.utime(final.with_suffix(".json"))  # its source comes back when a build needs it (ensure_checkout)
+        release_pristines(cache, keep=Path(rec["pristine"]), log=log)
         return AppliedTree(final, rec["commit"], rec["describe"], kt, base, series_version,
                            tuple(tuple(x) for x in rec["patch_commits"]))
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():  # a worktree without its record: an interrupted earlier attempt
         _remove_worktree(kt, final, log)
     pristine = pristine_checkout(kt, cache, log, say)
+    release_pristines(cache, keep=pristine, log=log)
     tmp = final.with_name(f"{key}.tmp-{os.getpid()}")
     res = run([*GIT, "-C", kt.path, "worktree", "add", "--no-checkout", "--detach", tmp, base], log)
     if res.returncode != 0:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -317,6 +318,36 @@ def test_a_file_system_that_refuses_hard_links_gets_a_full_checkout(user_repo, t
     assert (applied.path / "drivers" / "a.c").stat().st_nlink == 1  # written by git, not linked
     assert (pristine / "tree" / "drivers" / "a.c").stat().st_nlink == 1
     assert git(applied.path, "status", "--porcelain", "--untracked-files=no") == ""
+
+
+def test_only_the_most_recent_pristine_checkouts_stay_and_one_of_a_gone_repository_goes(repo, tmp_path):
+    cache = Cache(tmp_path / "cache")
+    clones = [tmp_path / f"clone{i}" for i in range(3)]
+    for c in clones:
+        subprocess.run(["git", "clone", "-q", str(repo), str(c)], check=True, timeout=60)
+
+    def pristines() -> list[str]:
+        purged = lambda: not list((cache.root / tree.PRISTINE_DIR).glob(".*.tmp"))  # noqa: E731
+        deadline = time.monotonic() + 10
+        while not purged() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return sorted(json.loads((p / tree.PRISTINE_RECORD).read_text())["repository"]
+                      for p in (cache.root / tree.PRISTINE_DIR).iterdir())
+
+    applied = []
+    for c in clones:
+        kt = kernel_tree(c)
+        applied.append(tree.apply_series(kt, kt.commit, (), cache, LOG))
+        time.sleep(0.01)  # distinct last uses
+    assert pristines() == [str(clones[1]), str(clones[2])]  # PRISTINES_KEPT, the oldest went
+    shutil.rmtree(clones[1])  # a repository that is gone: its pristine checkout goes at the next apply
+    kt = kernel_tree(clones[2])
+    tree.apply_series(kt, git(clones[2], "rev-parse", "HEAD~1"), (), cache, LOG)
+    assert pristines() == [str(clones[2])]
+    # the first clone's worktree (released meanwhile) gets its files back, its pristine made again
+    tree.ensure_checkout(applied[0].path, LOG)
+    assert (applied[0].path / "drivers" / "b.c").read_text() == "long b;\n"
+    assert len(pristines()) == 2
 
 
 def worktree_paths(repo: Path) -> list[str]:
