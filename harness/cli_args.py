@@ -117,7 +117,7 @@ def _days(text: str) -> float:
 
 GC_HELP = f"""\
 Remove what the cache holds and has not used for a while: worktrees, their O= build
-directories, run and bisect-step results, b4 fetches, initramfs archives, downloads and
+directories, the pristine checkouts worktrees link, run and bisect-step results, b4 fetches, initramfs archives, downloads and
 what interrupted writes left, least recently used first.
 
   harness gc --dry-run --max-size 20G     what would go to fit the cache in 20 GiB
@@ -126,7 +126,8 @@ what interrupted writes left, least recently used first.
 Without --older-than or --max-size: --older-than {gc.DEFAULT_MAX_AGE_DAYS:g}.  Never removed: the
 embedded kernel trees (unless --trees) and their source tarballs, ccache/ (ccache -M sets its
 size), the apt lists, the guest sysroot in use, and anything used in the last hour.  A build
-goes before its worktree, a worktree with its builds.  gc takes the lock a harness holds while
+goes before its worktree, a worktree with its builds, a pristine checkout after the worktrees
+that link it.  gc takes the lock a harness holds while
 it applies and builds: while another harness holds it gc exits 2 (--wait: waits).  The git
 records of removed worktrees are dropped; a user's tree keeps everything else."""
 
