@@ -321,8 +321,8 @@ def _usable_pristine(path: Path, record: dict, log: CommandLog) -> Path | None:
 def _undo_edits(path: Path, log: CommandLog) -> None:
     """Write again from git the files of the linked worktree at ``path`` that differ from its
     index (an editor that wrote into a linked file), and warn naming them."""
-    res = run([*GIT, "-C", path, "diff", "--name-only"], log)
-    changed = res.output.split() if res.returncode == 0 else []
+    res = run([*GIT, "-C", path, "diff", "--name-only", "-z"], log)
+    changed = [name for name in res.output.split("\0") if name.strip()] if res.returncode == 0 else []
     if not changed:
         return
     _LOG.warning("worktree %s: %d file(s) were changed in place (%s); their hard links share them with "
