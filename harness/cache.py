@@ -130,6 +130,16 @@ def pid_temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def free_temp_name(path: Path) -> Path:
+    """:func:`pid_temp_name` of ``path``, with whatever an earlier use of that name by this
+    process left there removed first (:func:`remove_tree`), so that a rename or a mkdir to it
+    works."""
+    temp = pid_temp_name(path)
+    if os.path.lexists(temp):
+        remove_tree(temp)
+    return temp
+
+
 def remove_tree(path: Path) -> None:
     """``shutil.rmtree`` that takes a file already gone as deleted: a released checkout's
     detached ``rm -rf`` (:func:`harness.tree.release_checkouts`) may still be deleting the same

@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from harness import build, doctor, fetch, timeouts, tree
-from harness.cache import Cache, content_key, disk_usage, pid_temp_name, remove_tree
+from harness.cache import Cache, content_key, disk_usage, free_temp_name, remove_tree
 from harness.errors import HarnessError, SetupError
 from harness.proc import CommandLog, run
 
@@ -445,9 +445,7 @@ def apply(cache: Cache, chosen: list[Entry], log: CommandLog, say: Callable[[str
 def _delete(e: Entry, path: Path, log: CommandLog, say: Callable[[str], None]) -> None:
     if path.is_dir() and not path.is_symlink():
         admin = tree.worktree_admin(path)
-        trash = pid_temp_name(path)
-        if os.path.lexists(trash):
-            remove_tree(trash)
+        trash = free_temp_name(path)
         try:
             os.rename(path, trash)
         except FileNotFoundError:  # deleted meanwhile (a leftover that its rm -rf finished)

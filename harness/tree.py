@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import timeouts
-from harness.cache import Cache, atomic_dir, atomic_write, content_key, disk_usage, pid_temp_name, remove_tree
+from harness.cache import Cache, atomic_dir, atomic_write, content_key, disk_usage, free_temp_name, remove_tree
 from harness.errors import ApplyError, SetupError, UsageError
 from harness.fetch import DEFAULT_TREE, EMBEDDED_TREES, linux_source
 from harness.proc import CommandLog, every, minutes, run, tail
@@ -360,9 +360,7 @@ def _make_pristine(final: Path, git_dir: Path, commit: str, repository: str, log
     kernel), renamed into place when whole.  Raises :class:`SetupError` if git fails."""
     if os.path.lexists(final):  # not one of ours: renamed into place only with its record
         remove_tree(final)
-    tmp = pid_temp_name(final)
-    if os.path.lexists(tmp):
-        remove_tree(tmp)
+    tmp = free_temp_name(final)
     (tmp / "tree").mkdir(parents=True)
     try:
         res = run([*GIT, "-c", "core.splitIndex=false", "--git-dir", git_dir, "--work-tree", tmp / "tree",
@@ -416,9 +414,7 @@ def _release(path: Path, record: dict) -> Path:
     last_used = path.with_suffix(".json").stat()
     _write_record(path, {**record, "checked_out": False})
     os.utime(path.with_suffix(".json"), ns=(last_used.st_atime_ns, last_used.st_mtime_ns))
-    trash = pid_temp_name(path)
-    if os.path.lexists(trash):
-        remove_tree(trash)
+    trash = free_temp_name(path)
     trash.mkdir()
     for entry in path.iterdir():
         if entry.name != ".git" and not entry.name.startswith("build-"):
@@ -474,9 +470,7 @@ def release_pristines(cache: Cache, keep: Path | None = None, kept: int = PRISTI
     released = []
     for i, (_, path, repository) in enumerate(order):
         if i >= kept or (path != keep and not Path(repository).exists()):
-            trash = pid_temp_name(path)
-            if os.path.lexists(trash):
-                remove_tree(trash)
+            trash = free_temp_name(path)
             os.rename(path, trash)
             _purge(trash, log)
             released.append(path)
