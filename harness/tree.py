@@ -461,7 +461,7 @@ def release_pristines(cache: Cache, keep: Path | None = None, kept: int = PRISTI
     released worktree whose pristine checkout is gone makes it again (:func:`ensure_checkout`).
     Renamed aside at once, deleted in the background (:func:`_purge`)."""
     found = []
-    for path in (cache.root / PRISTINE_DIR).glob("*"):
+    for path in (cache.root / PRISTINE_DIR).glob("[!.]*"):  # not one being deleted (.KEY.<pid>.tmp)
         with contextlib.suppress(OSError, ValueError):
             record = path / PRISTINE_RECORD
             found.append((record.stat().st_mtime, path, json.loads(record.read_text()).get("repository", "")))

@@ -341,8 +341,14 @@ def test_only_the_most_recent_pristine_checkouts_stay_and_one_of_a_gone_reposito
         time.sleep(0.01)  # distinct last uses
     assert pristines() == [str(clones[1]), str(clones[2])]  # PRISTINES_KEPT, the oldest went
     shutil.rmtree(clones[1])  # a repository that is gone: its pristine checkout goes at the next apply
+    # one being deleted by another process's rm (its record not reached yet) is left to that rm
+    deleting = cache.root / tree.PRISTINE_DIR / ".0123456789abcdef.99999.tmp"
+    deleting.mkdir()
+    (deleting / tree.PRISTINE_RECORD).write_text(json.dumps({"repository": str(tmp_path / "gone")}))
     kt = kernel_tree(clones[2])
     tree.apply_series(kt, git(clones[2], "rev-parse", "HEAD~1"), (), cache, LOG)
+    assert (deleting / tree.PRISTINE_RECORD).is_file()
+    shutil.rmtree(deleting)
     assert pristines() == [str(clones[2])]
     # the first clone's worktree (released meanwhile) gets its files back, its pristine made again
     tree.ensure_checkout(applied[0].path, LOG)
