@@ -76,10 +76,10 @@ check: setup
 check-unit: venv
 	$(PY) -m pytest -v -m 'not e2e' $(PYTEST_ARGS)
 
-# Speed and size figures (bench/bench.py) on a warm cache, about 7 minutes: the parser's
+# Speed and size figures (bench/bench.py) on a warm cache, about 5 minutes: the parser's
 # throughput and memory against sleepgraph, the cache's size by entry, warm runs' cycle cost and
 # overhead, the rebuild after a revision switch, the default matrix at the default -j and its
-# 6.12 virt-mmio cells at -j1/-j2.
+# 6.12 virt-mmio s2idle and pm_test cells at -j1/-j2, the harness's RSS and CPU over the matrix.
 # COLD=1 adds a cold setup and matrix in an empty cache (cold builds; tens of minutes).
 BENCH_ARGS ?= --run --switch --sleepgraph --matrix $(if $(COLD),--cold)
 bench: venv

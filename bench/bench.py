@@ -10,8 +10,8 @@ Figures (each skipped with a reason when its input is missing):
   old parser (one phase with 20,000 open calls); peak memory over the text (tracemalloc) per MB,
   and the peak RSS of ``harness parse --json`` (the process) per MB of input, beside the RSS
   of ``harness --version`` (the interpreter and the imports)
-* cache: bytes per embedded tree, per worktree (checked out or released), per ``O=`` build
-  directory, ccache, downloads, in ``$HARNESS_CACHE``
+* cache: bytes per embedded tree, per pristine checkout, per worktree (checked out or
+  released), per ``O=`` build directory, ccache, downloads, in ``$HARNESS_CACHE``
 * ``--run``: warm ``harness run``s of the backport, one per scenario (3 s2idle cycles, 3
   ``pm_test`` cycles): the harness overhead (wall time minus the waits on the compiler, on QEMU
   to reach the shell and inside the state writes, as a share of the wall time); per scenario
@@ -28,8 +28,9 @@ Figures (each skipped with a reason when its input is missing):
 * ``--cold``: in an empty temporary cache, ``harness setup`` and the default matrix: the cold
   build seconds per tree and the cold ``make test-arm64`` (host packages aside)
 * ``--matrix``: the whole default matrix warm at the default ``-j`` (CPUs + 1; the warm
-  ``make test-arm64`` figure), and its 6.12 rows (:data:`SCALING_CELLS`) at ``-j1`` and
-  ``-j2``: wall seconds and the speed-up
+  ``make test-arm64`` figure) with the harness process's peak RSS and own CPU over it and the
+  largest guest's QEMU peak RSS beside its ``-m``, and its 6.12 virt-mmio s2idle and
+  ``pm_test`` cells (:data:`SCALING_CELLS`) at ``-j1`` and ``-j2``: wall seconds and the speed-up
 """
 
 from __future__ import annotations
@@ -108,27 +109,35 @@ def _timed(fn) -> float:
 def bench_cache(cache: Cache) -> dict:
     """Bytes (allocated, as ``du``) per top-level cache directory, per pristine checkout, and per
     worktree (its own files: the hard links it shares with its pristine checkout count there
-    once, as ``du`` over both counts them) and per ``O=`` build directory in it."""
+    once, as ``du`` over both counts them) and per ``O=`` build directory in it; the total is
+    those and the rest of the cache, in one walk of it."""
     root = cache.root
     if not root.is_dir():
         return {"skipped": f"no cache at {root}"}
     seen: set = set()
-    out: dict = {"root": str(root), "total": disk_usage(root)[0]}
-    out["pristine"] = {p.name: disk_usage(p, seen=seen)[0] for p in sorted((root / "pristine").glob("*"))
-                       if (p / tree.PRISTINE_RECORD).is_file()}
+    walked: list[Path] = []
+
+    def usage(path: Path, skip: list[Path] | tuple = ()) -> int:
+        walked.append(path)
+        return disk_usage(path, skip=skip, seen=seen)[0]
+
+    parts: dict = {"pristine": {p.name: usage(p) for p in sorted((root / "pristine").glob("*"))
+                                if (p / tree.PRISTINE_RECORD).is_file()}}
     worktrees = []
     for rec in sorted((root / "worktrees").glob("*.json")):
         wt = rec.with_suffix("")
         if wt.is_dir():
-            builds = {b.name: disk_usage(b, seen=seen)[0] for b in wt.glob("build-*")}
-            source = disk_usage(wt, skip=[wt / b for b in builds], seen=seen)[0]
+            builds = {b.name: usage(b) for b in wt.glob("build-*")}
+            source = usage(wt, skip=[wt / b for b in builds])
             worktrees.append({"worktree": wt.name, "checked_out": json.loads(rec.read_text()).get("checked_out", True),
                               "source": source, "builds": builds})
-    out["worktrees"] = worktrees
+    parts["worktrees"] = worktrees
     for name in ("trees", "src", "ccache", "debs", "sysroot", "rootfs", "runs"):
         if (root / name).is_dir():
-            out[name] = disk_usage(root / name)[0]
-    return out
+            parts[name] = usage(root / name)
+    counted = (sum(parts["pristine"].values()) + sum(w["source"] + sum(w["builds"].values()) for w in worktrees)
+               + sum(v for v in parts.values() if isinstance(v, int)))
+    return {"root": str(root), "total": counted + disk_usage(root, skip=walked, seen=seen)[0], **parts}
 
 
 def _hwm_kb(pid: int) -> int:
@@ -140,16 +149,21 @@ def _hwm_kb(pid: int) -> int:
         return 0
 
 
-def _qemu_pids(out: Path) -> list[int]:
-    pids = []
+def _qemu_guests(out: Path) -> dict[int, int]:
+    """The QEMU processes whose command line names ``out`` (their disk image is under it): pid
+    -> the guest's memory in MB (its ``-m``, 0 when absent)."""
+    guests = {}
     for d in os.listdir("/proc"):
         try:
-            if d.isdigit() and str(out).encode() in Path(f"/proc/{d}/cmdline").read_bytes() \
-                    and b"qemu-system" in Path(f"/proc/{d}/cmdline").read_bytes():
-                pids.append(int(d))
+            argv = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0") if d.isdigit() else []
         except OSError:
-            pass
-    return pids
+            continue
+        if argv and b"qemu-system" in argv[0] and any(str(out).encode() in a for a in argv):
+            try:
+                guests[int(d)] = int(argv[argv.index(b"-m") + 1].rstrip(b"M"))
+            except (ValueError, IndexError):
+                guests[int(d)] = 0
+    return guests
 
 
 #: Runs ``python -m harness ARGS`` in this process and writes its own CPU seconds (user, system;
@@ -164,24 +178,30 @@ _SELF_CPU = ("import atexit, json, resource, runpy, sys\n"
              "runpy.run_module('harness', run_name='__main__', alter_sys=True)\n")
 
 
-def _run_sampled(args: list[str], out: Path) -> tuple[float, int, int, float]:
-    """Run ``harness ARGS``; return (wall seconds, harness peak RSS KiB, QEMU peak RSS KiB,
-    the harness process's own CPU seconds), the RSS sampled every 0.2 s."""
+def _run_sampled(args: list[str], out: Path) -> dict:
+    """Run ``harness ARGS``, whose guests' disks are under ``out``; return its wall seconds
+    (``wall``), the harness process's peak RSS in KiB (``harness_kb``, all its threads: a matrix
+    runs its cells in threads of one process), the largest peak RSS of one of its QEMU guests in
+    KiB (``qemu_kb``) and that guest's ``-m`` in MB (``guest_memory_mb``), the RSS sampled every
+    0.2 s, and the harness process's own CPU seconds (``harness_cpu``)."""
     cpu_file = out.with_name(out.name + ".cpu.json")
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", _SELF_CPU, str(cpu_file), *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    harness_kb = qemu_kb = 0
+    harness_kb = qemu_kb = memory_mb = 0
     while proc.poll() is None:
         harness_kb = max(harness_kb, _hwm_kb(proc.pid))
-        qemu_kb = max([qemu_kb] + [_hwm_kb(p) for p in _qemu_pids(out)])
+        for pid, memory in _qemu_guests(out).items():
+            if (kb := _hwm_kb(pid)) > qemu_kb:
+                qemu_kb, memory_mb = kb, memory
         time.sleep(0.2)
         if time.perf_counter() - start > 3600:
             proc.kill()
     wall = time.perf_counter() - start
     cpu = sum(json.loads(cpu_file.read_text())) if cpu_file.is_file() else float("nan")
     cpu_file.unlink(missing_ok=True)
-    return wall, harness_kb, qemu_kb, cpu
+    return {"wall": wall, "harness_kb": harness_kb, "qemu_kb": qemu_kb, "guest_memory_mb": memory_mb,
+            "harness_cpu": cpu}
 
 
 def _guest_seconds(commands_log: Path, pick) -> float:
@@ -202,7 +222,8 @@ def bench_run(cache: Cache) -> dict:
     for scenario, waits_on in (("s2idle-rtc:3", "alarm"), ("pm-test-platform:3", "state write")):
         out = Path("/tmp") / f"bench-run-{os.getpid()}-{scenario.split(':')[0]}"
         args = ["run", "--series", "patches/v9-backport-6.12", "--scenario", scenario, "--out", str(out)]
-        wall, harness_kb, qemu_kb, cpu = _run_sampled(args, out)
+        sampled = _run_sampled(args, out)
+        wall, cpu = sampled["wall"], sampled["harness_cpu"]
         doc = json.loads((out / "results.json").read_text())
         cycles, timings = doc["cycles"], doc["timings"]
         writes = sum(c["seconds"] for c in cycles)
@@ -222,7 +243,8 @@ def bench_run(cache: Cache) -> dict:
             "alarm_seconds": _alarm(scenario) if waits_on == "alarm" else None,
             "probes_share_of_cycle": round(probe_seconds / timings["cycles"], 3),
             "ssh_share_of_cycle": round(ssh_seconds / timings["cycles"], 3),
-            "harness_peak_rss_mb": round(harness_kb / 1024, 1), "qemu_peak_rss_mb": round(qemu_kb / 1024, 1),
+            "harness_peak_rss_mb": round(sampled["harness_kb"] / 1024, 1),
+            "qemu_peak_rss_mb": round(sampled["qemu_kb"] / 1024, 1), "guest_memory_mb": sampled["guest_memory_mb"],
             "harness_cpu_seconds": round(cpu, 2), "timings": timings}
         shutil.rmtree(out, ignore_errors=True)
     wall = totals["wall"]
@@ -302,39 +324,48 @@ def _all_builds_hit(matrix_dir: Path) -> bool:
 
 
 #: The cells of the default matrix that the scaling figure runs at -j1 and -j2 (``--scaling``
-#: picks others): the 6.12 rows on virt-mmio, both revisions and every scenario (6 cells), short
-#: enough to run twice; ``--scaling '*-6.12/*'`` runs the 18 cells of the default matrix when
-#: issue 16 set the targets (3-4 minutes more).  The whole default matrix runs at the default -j
-#: (the warm ``make test-arm64`` figure).
-SCALING_CELLS = ("*-6.12/virt-mmio/*",)
+#: picks others): the s2idle and ``pm_test`` cells of the 6.12 rows on virt-mmio, both
+#: revisions (4 cells, the two kinds of cell most of the matrix is made of), short enough to run
+#: twice; ``--scaling '*-6.12/*'`` runs the 18 cells of the default matrix when issue 16 set the
+#: targets (3-4 minutes more).  The whole default matrix runs at the default -j (the warm
+#: ``make test-arm64`` figure).
+SCALING_CELLS = ("*-6.12/virt-mmio/s2idle-rtc", "*-6.12/virt-mmio/pm-test-platform")
 
 
-def _matrix_wall(jobs: int, cells: tuple[str, ...] = ()) -> tuple[float, int]:
-    """Wall seconds and cells of the default matrix (only ``cells`` globs, if any) warm at
-    ``-j jobs``; run again if a build was not in the cache yet."""
+def _matrix_run(jobs: int, cells: tuple[str, ...] = ()) -> dict:
+    """The default matrix (only ``cells`` globs, if any) warm at ``-j jobs``, run again if a
+    build was not in the cache yet: :func:`_run_sampled`'s figures and ``cells``, the cells
+    that ran."""
     target = Path("/tmp") / f"bench-matrix-{os.getpid()}-j{jobs}"
-    cmd = [sys.executable, "-m", "harness", "matrix", "default", "-j", str(jobs), "--out", str(target)]
-    cmd += [arg for cell in cells for arg in ("--cell", cell)]
+    args = ["matrix", "default", "-j", str(jobs), "--out", str(target)]
+    args += [arg for cell in cells for arg in ("--cell", cell)]
     try:
         for _ in range(2):
             shutil.rmtree(target, ignore_errors=True)
-            wall = _timed(lambda: subprocess.run(cmd, cwd=ROOT, capture_output=True, timeout=7200))
+            sampled = _run_sampled(args, target)
             if _all_builds_hit(target):
                 break
-        return round(wall, 1), len(list(target.glob("*/results.json")))
+        return {**sampled, "cells": len(list(target.glob("*/results.json")))}
     finally:
         shutil.rmtree(target, ignore_errors=True)
 
 
 def bench_matrix(cache: Cache, scaling: tuple[str, ...] = SCALING_CELLS) -> dict:
     """The whole default matrix warm at the default ``-j`` (the warm ``make test-arm64``
-    figure), and the ``scaling`` cells of it at -j1 and -j2: wall seconds and the speed-up."""
+    figure) with the harness process's peak RSS and CPU over it and the largest QEMU guest's
+    peak RSS beside its ``-m``, and the ``scaling`` cells of it at -j1 and -j2: wall seconds
+    and the speed-up."""
     from harness.scheduler import default_jobs
-    out: dict = {"default_jobs": default_jobs()}
-    out["default_wall_seconds"], out["default_cells"] = _matrix_wall(default_jobs())
-    out["scaling_cells"] = " ".join(scaling)
+    whole = _matrix_run(default_jobs())
+    out: dict = {"default_jobs": default_jobs(), "default_wall_seconds": round(whole["wall"], 1),
+                 "default_cells": whole["cells"],
+                 "harness_peak_rss_mb": round(whole["harness_kb"] / 1024, 1),
+                 "harness_cpu_seconds": round(whole["harness_cpu"], 1),
+                 "qemu_peak_rss_mb": round(whole["qemu_kb"] / 1024, 1), "guest_memory_mb": whole["guest_memory_mb"],
+                 "scaling_cells": " ".join(scaling)}
     for jobs in (2, 1):
-        out[f"scaling_j{jobs}_wall_seconds"], out["scaling_cell_count"] = _matrix_wall(jobs, scaling)
+        run = _matrix_run(jobs, scaling)
+        out[f"scaling_j{jobs}_wall_seconds"], out["scaling_cell_count"] = round(run["wall"], 1), run["cells"]
     out["speedup_j2"] = round(out["scaling_j1_wall_seconds"] / out["scaling_j2_wall_seconds"], 2)
     return out
 
@@ -411,7 +442,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", action="store_true", help="also time warm harness runs (needs make setup)")
     p.add_argument("--sleepgraph", action="store_true", help="also compare with sleepgraph 5.6 from PyPI")
-    p.add_argument("--matrix", action="store_true", help="also time the default matrix at the default -j, its 6.12 rows at -j1 and -j2 (minutes)")
+    p.add_argument("--matrix", action="store_true", help="also time the default matrix at the default -j, 4 of its 6.12 cells at -j1 and -j2 (minutes)")
     p.add_argument("--switch", action="store_true", help="also time the rebuilds after a revision switch")
     p.add_argument("--cold", action="store_true",
                    help="also set up an empty cache and run the default matrix in it: cold builds, cold "
