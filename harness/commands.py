@@ -3,6 +3,7 @@ and returns the exit status (typed errors propagate to :func:`harness.cli.main`)
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
 import json
 import sys
@@ -380,14 +381,35 @@ def cmd_report(args, cache: Cache) -> int:
     return 0
 
 
+class LogPieces:
+    """The text of the log file ``path`` in pieces of whole lines, about ``size`` bytes each
+    (1 MiB), read again at each iteration: :func:`harness.dmesg.parse` reads it twice (the
+    style, then the lines) and never holds it whole.  Bytes decoded as UTF-8 with bad bytes
+    replaced (not text mode: universal newlines would split ``\r\r\n`` into two lines).
+    Iterating raises OSError as ``open`` and ``read`` do."""
+
+    def __init__(self, path: Path, size: int = 1 << 20):
+        self.path, self.size = path, size
+
+    def __iter__(self):
+        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+        rest = ""
+        with open(self.path, "rb") as f:
+            while block := f.read(self.size):
+                text = rest + decode(block)
+                cut = text.rfind("\n") + 1
+                if cut:
+                    yield text[:cut]
+                rest = text[cut:]
+        if rest := rest + decode(b"", final=True):
+            yield rest
+
+
 def cmd_parse(args, cache: Cache) -> int:
     try:
-        # bytes, not read_text(): universal newlines would split "\r\r\n" into two lines
-        text = args.file.read_bytes().decode(errors="replace")
+        timeline = dmesg.parse(LogPieces(args.file))
     except OSError as e:
         raise UsageError(f"cannot read {args.file}: {e.strerror}") from e
-    timeline = dmesg.parse(text)
-    del text
     if args.json:
         # One line, written a transition at a time: json's C encoder serves only unindented
         # output (indent=2 took 2.7 s for an 11 MB log, five times the parse); `| jq .` indents it.

@@ -21,6 +21,7 @@ import json
 import re
 import sys
 from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import NamedTuple
 
 # --- Line formats, each with the kernel source that prints it (Linux 6.12) ---
@@ -361,34 +362,73 @@ class LineStream:
     * ``plain``: no time at all (``printk.time=0``): every line is a kernel line, ordered by
       its position only.
 
-    Terminal control sequences and carriage returns are dropped.  ``len()`` is the line count."""
+    ``source`` is the log's text, or its text in pieces that each end at a line's end (the last
+    may not): an iterable that can be iterated twice (the style is decided on the whole log
+    first), which a caller that reads a file passes so that the log is never whole in memory;
+    a line's continuation in the next piece is read there.  Terminal control sequences and
+    carriage returns are dropped.  ``len()`` is the line count (of a log in pieces: once it
+    has been iterated)."""
 
-    def __init__(self, text: str):
-        self._text = strip_terminal(text)
-        self.style = ("printk" if _PRINTK_LINE.search(self._text) else "journal" if _JOURNAL_LINE.search(self._text)
-                      else "wallclock" if _WALLCLOCK_LINE.search(self._text) else "plain")
+    def __init__(self, source: str | Iterable[str]):
+        if isinstance(source, str):
+            self._pieces: Iterable[str] = (strip_terminal(source),)
+            self._lines: int | None = self._pieces[0].count("\n") + 1
+        else:
+            self._pieces, self._lines = _Stripped(source), None
+        found = set()
+        for piece in self._pieces:
+            if _PRINTK_LINE.search(piece):
+                found = {"printk"}
+                break
+            found |= {name for name, rx in (("journal", _JOURNAL_LINE), ("wallclock", _WALLCLOCK_LINE))
+                      if name not in found and rx.search(piece)}
+        self.style = next((name for name in ("printk", "journal", "wallclock") if name in found), "plain")
 
     def __len__(self) -> int:
-        return self._text.count("\n") + 1
+        if self._lines is None:
+            raise TypeError("the line count of a log in pieces is known once it has been iterated")
+        return self._lines
 
     def __iter__(self):
-        text = self._text
-        if self.style == "plain":
-            for seq, line in enumerate(text.split("\n")):
-                if line.strip():
-                    yield seq, None, line.rstrip()
-            return
+        newlines = 0
+        carry = ""  # the text from the last line read on: its continuation may be in the next piece
+        seq = 0  # the line number of carry's first line
+        pieces = iter(self._pieces)
+        piece = next(pieces, "")
+        while piece is not None:
+            newlines += piece.count("\n")
+            following_piece = next(pieces, None)
+            text = carry + piece if carry else piece
+            read = self._plain if self.style == "plain" else self._timed
+            carry, seq = yield from read(text, seq, following_piece is None)
+            piece = following_piece
+        self._lines = newlines + 1
+
+    @staticmethod
+    def _plain(text: str, seq: int, last: bool):
+        lines = text.split("\n")
+        rest = "" if last else lines.pop()  # a piece ends at a line's end: the empty start of the next
+        for n, line in enumerate(lines, seq):
+            if line.strip():
+                yield n, None, line.rstrip()
+        return rest, seq + len(lines)
+
+    def _timed(self, text: str, seq: int, last: bool):
+        """Yield the lines of ``text`` (starting at line ``seq``) but, unless it is the ``last``
+        piece, its last kernel line; return (the text from that line on, its line number)."""
         style = self.style
         rx = {"printk": _PRINTK_LINE, "journal": _JOURNAL_LINE, "wallclock": _WALLCLOCK_LINE}[style]
         count, words, ended = text.count, _CALLBACK_WORDS.search, _CALLBACK_END.search  # the hot loop's lookups
-        seq = pos = 0
-        matches = rx.finditer(text)  # one pass in C over the whole log
+        pos = 0
+        matches = rx.finditer(text)  # one pass in C over the piece
         m = next(matches, None)
         while m is not None:
             following = next(matches, None)
             start, stop = m.span()
             seq += count("\n", pos, start)
             pos = start
+            if following is None and not last:
+                return text[start:], seq
             if style == "printk":
                 ts, msg = m.group("ts", "msg")
                 ts = float(ts)
@@ -402,6 +442,17 @@ class LineStream:
                 msg = _unwrap(msg, text[stop + 1:end])  # an untimed line follows: maybe a wrapped one
             yield seq, ts, msg
             m = following
+        return "", seq + count("\n", pos)
+
+
+class _Stripped:
+    """``pieces`` without terminal control sequences and carriage returns, iterable again."""
+
+    def __init__(self, pieces: Iterable[str]):
+        self._pieces = pieces
+
+    def __iter__(self):
+        return (strip_terminal(piece) for piece in self._pieces)
 
 
 class _Open:
@@ -558,9 +609,10 @@ class _Parser:
             cur.pm_test = True
 
 
-def parse(text: str) -> PmTimeline:
-    """Parse log ``text`` into a :class:`PmTimeline`, in one pass (time linear in the input).
-    Never raises on odd input."""
+def parse(text: str | Iterable[str]) -> PmTimeline:
+    """Parse a log into a :class:`PmTimeline`, in one pass (time linear in the input): ``text``
+    whole, or in pieces that end at a line's end, iterable twice (:class:`LineStream`: a
+    caller reading a file a piece at a time never holds it whole).  Never raises on odd input."""
     lines = LineStream(text)
     parser = _Parser()
     line = parser.line

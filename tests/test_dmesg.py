@@ -7,11 +7,12 @@ Every expected value here was read off the capture files by hand
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from conftest import CAPTURE
-from harness import cli, dmesg
+from conftest import CAPTURE, FIXTURES
+from harness import cli, commands, dmesg
 
 UNBOUND = "platform"
 MMIO_BOUND = {"a003a00.virtio_mmio", "a003c00.virtio_mmio", "a003e00.virtio_mmio"}
@@ -233,3 +234,54 @@ def test_parse_json_written_a_transition_at_a_time_is_the_same_document():
     assert "".join(timeline.json_chunks()) == json.dumps(timeline.to_json())
     empty = dmesg.parse("no kernel lines here")
     assert "".join(empty.json_chunks()) == json.dumps(empty.to_json()) == '{"transitions": [], "warnings": []}'
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    """``text`` cut at the first line end after every ``size`` characters."""
+    out, start = [], 0
+    while start < len(text):
+        end = text.find("\n", start + size)
+        end = len(text) if end < 0 else end + 1
+        out.append(text[start:end])
+        start = end
+    return out
+
+
+@pytest.mark.parametrize("size", [0, 50, 4096])
+def test_a_log_in_pieces_parses_as_the_whole_log(size):
+    """`harness parse` reads a file a piece at a time (a line whose wrapped continuation, or
+    whose next kernel line, is in the next piece is read there): every capture, each log style
+    and the console log with its untimed prompt lines, cut after every line (size 0) and at
+    other line ends, gives the timeline of the whole text, line count included; so do the 6.12
+    captures with their printk times cut off, as ``printk.time=0`` prints them."""
+    logs = sorted(FIXTURES.glob("*/*.dmesg")) + sorted(FIXTURES.glob("*/console.log")) + sorted(
+        (FIXTURES / "public").glob("*"))
+    assert len(logs) > 50
+    texts = [path.read_bytes().decode(errors="replace") for path in logs]
+    texts += [re.sub(r"(?m)^\[ *\d+\.\d+\] ", "", t) for t in texts[:10]]
+    styles = set()
+    for n, text in enumerate(texts):
+        whole = dmesg.parse(text)
+        styles.add(dmesg.LineStream(text).style)
+        assert dmesg.parse(_pieces(text, size)) == whole, logs[n % len(logs)]
+    assert styles == {"printk", "journal", "plain"}
+
+
+def test_harness_parse_reads_the_file_in_pieces_that_join_to_its_text(tmp_path, capsys):
+    """LogPieces: pieces end at line ends, a UTF-8 character cut by a read comes out whole, a
+    bad byte is replaced, "\\r\\r\\n" stays (what QEMU's stdio sends); and `harness parse --json`
+    of the whole console log read 64 bytes at a time prints what its whole text gives."""
+    raw = (CAPTURE / "console.log").read_bytes()
+    head = raw[:raw.index(b"\n", 2000) + 1] + "caf\u00e9 ".encode() + b"\xff\r\r\n"
+    path = tmp_path / "head.log"
+    path.write_bytes(head)
+    for size in (1, 2, 3, 64):
+        pieces = list(commands.LogPieces(path, size=size))
+        assert all(p.endswith("\n") for p in pieces)
+        assert len(pieces) == head.count(b"\n") if size < 4 else 1 < len(pieces) < head.count(b"\n")
+        assert "".join(pieces) == head.decode(errors="replace")
+    assert "".join(pieces).endswith("caf\u00e9 \ufffd\r\r\n")
+    path.write_bytes(raw)
+    assert dmesg.parse(commands.LogPieces(path, size=64)) == dmesg.parse(raw.decode())
+    assert cli.main(["parse", "--json", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out) == dmesg.parse(raw.decode()).to_json()
