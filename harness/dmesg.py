@@ -393,19 +393,21 @@ class LineStream:
         newlines = 0
         carry = ""  # the text from the last line read on: its continuation may be in the next piece
         seq = 0  # the line number of carry's first line
+        read = self._plain if self.style == "plain" else self._timed
         pieces = iter(self._pieces)
         piece = next(pieces, "")
         while piece is not None:
             newlines += piece.count("\n")
             following_piece = next(pieces, None)
             text = carry + piece if carry else piece
-            read = self._plain if self.style == "plain" else self._timed
             carry, seq = yield from read(text, seq, following_piece is None)
             piece = following_piece
         self._lines = newlines + 1
 
     @staticmethod
     def _plain(text: str, seq: int, last: bool):
+        """Yield the non-blank lines of ``text`` (starting at line ``seq``) but, unless it is the
+        ``last`` piece, the part after its last line end; return (that part, its line number)."""
         lines = text.split("\n")
         rest = "" if last else lines.pop()  # a piece ends at a line's end: the empty start of the next
         for n, line in enumerate(lines, seq):
