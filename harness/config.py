@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import functools
+
 import yaml
-from jsonschema.exceptions import ValidationError, best_match, by_relevance
 
 from harness.errors import ConfigError
+from harness.lazy import lazy_import
+
+jsonschema = lazy_import("jsonschema")
 
 #: A position in a document: mapping keys and list indices, e.g. ``("rows", 2, "profiles")``.
 KeyPath = tuple[str | int, ...]
@@ -31,12 +34,15 @@ def _is_integer(checker, instance) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-#: Draft 2020-12, except that an "integer" is a YAML integer: ``2.0`` is not one (JSON Schema
-#: says it is, and ``cycles: 2.0`` would then reach ``range()``).  Booleans are neither
-#: integers nor numbers, as in jsonschema itself.
-Validator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
+@functools.cache
+def validator() -> type:
+    """The jsonschema validator class of the harness's files: draft 2020-12, except that an
+    "integer" is a YAML integer: ``2.0`` is not one (JSON Schema says it is, and ``cycles: 2.0``
+    would then reach ``range()``).  Booleans are neither integers nor numbers, as in jsonschema
+    itself.  Made at the first use (jsonschema is imported then: :mod:`harness.lazy`)."""
+    return jsonschema.validators.extend(
+        jsonschema.Draft202012Validator,
+        type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer))
 
 
 @dataclass(frozen=True)
@@ -207,7 +213,7 @@ def _got(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _explain(error: ValidationError) -> tuple[KeyPath, KeyPath, str]:
+def _explain(error: jsonschema.ValidationError) -> tuple[KeyPath, KeyPath, str]:
     """``(key path to locate, key path to show, what is wrong)`` for one validation error."""
     keys = tuple(error.absolute_path)
     schema = error.schema if isinstance(error.schema, dict) else {}
@@ -231,13 +237,13 @@ def _explain(error: ValidationError) -> tuple[KeyPath, KeyPath, str]:
 
 
 def validate(doc: Document, schema: Mapping[str, Any]) -> None:
-    """Check ``doc.data`` against ``schema`` (JSON Schema draft 2020-12, :data:`Validator`).
+    """Check ``doc.data`` against ``schema`` (JSON Schema draft 2020-12, :func:`validator`).
 
     Raises :class:`ConfigError` for the most relevant violation (``jsonschema``'s
     ``best_match``; of equally relevant ones, the first in the file):
     ``FILE:LINE: key.path: what was expected, got what``."""
-    relevance = by_relevance()
-    error = best_match(Validator(schema).iter_errors(doc.data),
+    relevance = jsonschema.exceptions.by_relevance()
+    error = jsonschema.exceptions.best_match(validator()(schema).iter_errors(doc.data),
                        key=lambda e: (-len(e.path), -doc.line(tuple(e.absolute_path)), relevance(e)))
     if error is not None:
         locate, shown, text = _explain(error)

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import jinja2
-
 from harness import schemas
 from harness.config import load_document
 from harness.errors import ConfigError
+from harness.lazy import lazy_import
+
+jinja2 = lazy_import("jinja2")
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import kcidb_io
-
 from harness import junit, kcidb, timeline
 from harness.cache import atomic_write
+from harness.lazy import lazy_import
 from harness.results import load_results
+
+kcidb_io = lazy_import("kcidb_io")
 
 
 def write_reports(run_dir: Path, title: str | None = None) -> dict[str, Path]:

@@ -3,7 +3,7 @@
 :func:`harness.config.load_validated` checks a file against one of these; its errors name
 file, line and key path.  Every mapping is closed (``additionalProperties: false``) and
 every key has a ``type``; booleans are neither integers nor numbers, and an integer is not
-``2.0`` (:data:`harness.config.Validator`).  A leaf's ``description``, when it has one, is
+``2.0`` (:func:`harness.config.validator`).  A leaf's ``description``, when it has one, is
 the wording of "expected ..." in an error message.  What a schema cannot say (a revision
 directory exists, a profile is named after its file) each loader checks itself.
 

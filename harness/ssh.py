@@ -25,17 +25,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import paramiko
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
 from harness import timeouts
+from harness.lazy import lazy_import
 from harness.errors import SshError
 from harness.model import NetTraffic
 
 # paramiko's transport thread logs every refused attempt with a traceback at ERROR; connect()
 # retries those and reports the last one itself.
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+
+paramiko = lazy_import("paramiko")
+serialization = lazy_import("cryptography.hazmat.primitives.serialization")
+ed25519 = lazy_import("cryptography.hazmat.primitives.asymmetric.ed25519")
 
 #: Size of the ``net-traffic`` payload in bytes, each way: the one place it is set.  256 KiB
 #: (some 180 full-size frames each way, many times the receive ring's refill batch): 1 MiB cost

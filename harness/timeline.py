@@ -17,10 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jinja2
-
 from harness import checks, dmesg
 from harness.verdict import Verdict
+from harness.lazy import lazy_import
+
+jinja2 = lazy_import("jinja2")
 
 #: Colours per phase kind (suffix), as sleepgraph distinguishes them.
 PHASE_COLOURS = {"noirq": "#c8e6ff", "early": "#dcefd0", "": "#fff1c4"}

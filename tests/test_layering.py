@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import ROOT
 
 _BLOCKED = ("subprocess", "pexpect", "paramiko", "harness.guest", "harness.proc", "harness.suspend")
@@ -27,3 +29,60 @@ def test_dmesg_ftrace_and_checks_import_and_judge_with_process_modules_blocked()
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "PASS"
+
+
+def test_parse_and_version_import_neither_ssh_nor_schema_nor_template_libraries():
+    """paramiko, jsonschema, kcidb-io and jinja2 are imported at their first use
+    (harness/lazy.py): `harness parse` and `harness --version` load none of them."""
+    fixture = ROOT / "tests/fixtures/probe-v9-backport-6.12/s2idle-rtc-1.dmesg"
+    script = textwrap.dedent(f"""
+        import contextlib, io, sys
+        from harness import cli
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert cli.main(["parse", "--json", {str(fixture)!r}]) == 0
+            try:
+                cli.main(["--version"])
+            except SystemExit:
+                pass
+        print(sorted(m for m in ("paramiko", "jsonschema", "kcidb_io", "jinja2") if m in sys.modules))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_a_lazy_module_read_by_many_threads_at_once_runs_once(tmp_path):
+    """A matrix's cells are threads that reach SSH together: the first attribute read of a lazy
+    module from 8 threads at once runs the module's code once and gives every thread the same
+    object.  importlib.util.LazyLoader fails this on Python 3.11.7: 7 of the 8 threads got
+    ``AttributeError: module 'slow_module' has no attribute 'VALUE'``."""
+    (tmp_path / "slow_module.py").write_text(
+        "import builtins, time\nbuiltins.slow_module_runs = getattr(builtins, 'slow_module_runs', 0) + 1\n"
+        "time.sleep(0.3)\nVALUE = object()\n")
+    script = textwrap.dedent(f"""
+        import builtins, sys, threading
+        sys.path.insert(0, {str(tmp_path)!r})
+        from harness.lazy import lazy_import
+        mod = lazy_import("slow_module")
+        assert not hasattr(builtins, "slow_module_runs")  # not run before the first read
+        barrier, seen = threading.Barrier(8), []
+        def read():
+            barrier.wait()
+            try:
+                seen.append(mod.VALUE)
+            except AttributeError as e:
+                seen.append(e)
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        print(builtins.slow_module_runs, len(seen), len({{id(v) for v in seen}}), mod.VALUE is sys.modules["slow_module"].VALUE)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "8", "1", "True"]
+
+
+def test_a_missing_module_is_an_error_at_once():
+    from harness.lazy import lazy_import
+    with pytest.raises(ModuleNotFoundError, match="no_such_module_here"):
+        lazy_import("no_such_module_here")

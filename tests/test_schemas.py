@@ -63,7 +63,7 @@ def test_every_shipped_file_loads_through_its_loader():
 @pytest.mark.parametrize("name", ["MATRIX", "SCENARIO", "QEMU_PROFILE", "ROOTFS_RECIPE", "EXPECT_FILE",
                                   "SERIES_MANIFEST", "DEFECT"])
 def test_every_schema_is_a_valid_draft_2020_12_schema(name):
-    config.Validator.check_schema(getattr(schemas, name))
+    config.validator().check_schema(getattr(schemas, name))
 
 
 def test_qemu_profile_schema_has_exactly_the_profile_fields():
@@ -134,9 +134,9 @@ def test_of_several_violations_the_first_in_the_file_is_reported(tmp_path):
 
 
 def test_booleans_and_whole_floats_are_not_integers():
-    v = config.Validator({"type": "integer"})
+    v = config.validator()({"type": "integer"})
     assert v.is_valid(3) and not v.is_valid(True) and not v.is_valid(False) and not v.is_valid(3.0)
-    assert not config.Validator({"type": "number"}).is_valid(True)
+    assert not config.validator()({"type": "number"}).is_valid(True)
 
 
 @pytest.mark.parametrize("name, text, line, shown", [

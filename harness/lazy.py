@@ -1,0 +1,41 @@
+"""Modules imported when first used: paramiko, jsonschema (with kcidb-io) and jinja2 are half
+a second and 26 MB of every ``harness`` process (``harness --version``: 0.76-0.86 s and 60 MB
+with them, 0.31-0.38 s and 34 MB without), which ``harness parse``, ``gc``, ``doctor`` and
+``--version`` never use.
+
+Not :class:`importlib.util.LazyLoader`: on Python 3.11 (Debian 12's) threads that read a lazy
+module's first attribute while another thread runs its code get an AttributeError (measured:
+7 of 8 threads on 3.11.7; tests/test_layering.py), and a matrix's cells are threads that
+connect over SSH at the same time.  Here the first read calls
+:func:`importlib.import_module`, which holds the import system's per-module lock: a second
+thread waits for the module to be whole."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+
+class LazyModule:
+    """Stands for module ``name`` until an attribute is read, then imports it (thread-safe, as
+    above) and from then on answers from its namespace."""
+
+    def __init__(self, name: str):
+        self.__dict__["_lazy_name"] = name
+
+    def __getattr__(self, attr: str):
+        module = importlib.import_module(self._lazy_name)
+        self.__dict__.update(module.__dict__)  # later reads do not come here
+        return getattr(module, attr)
+
+    def __repr__(self) -> str:
+        return f"<lazy module {self._lazy_name!r}>"
+
+
+def lazy_import(name: str) -> LazyModule:
+    """Module ``name`` (dotted names too: the parent packages are imported now), imported at the
+    first read of one of its attributes.  Raises ModuleNotFoundError now when there is no such
+    module, so that a missing package is still an error at start-up."""
+    if importlib.util.find_spec(name) is None:
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    return LazyModule(name)
