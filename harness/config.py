@@ -12,12 +12,11 @@ Mapping keys are read as the text written (``on:`` is the key ``'on'``, not YAML
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import functools
 
 import yaml
 
@@ -243,8 +242,9 @@ def validate(doc: Document, schema: Mapping[str, Any]) -> None:
     ``best_match``; of equally relevant ones, the first in the file):
     ``FILE:LINE: key.path: what was expected, got what``."""
     relevance = jsonschema.exceptions.by_relevance()
-    error = jsonschema.exceptions.best_match(validator()(schema).iter_errors(doc.data),
-                       key=lambda e: (-len(e.path), -doc.line(tuple(e.absolute_path)), relevance(e)))
+    error = jsonschema.exceptions.best_match(
+        validator()(schema).iter_errors(doc.data),
+        key=lambda e: (-len(e.path), -doc.line(tuple(e.absolute_path)), relevance(e)))
     if error is not None:
         locate, shown, text = _explain(error)
         raise ConfigError(f"{doc.where(*locate, shown=shown)}: {text}")
