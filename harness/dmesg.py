@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import re
 import sys
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 # --- Line formats, each with the kernel source that prints it (Linux 6.12) ---
@@ -47,6 +47,8 @@ _JOURNAL_LINE = re.compile(r"^[^\S\n]*(?:\S+ +(?P<day>\d{1,2})|\d{4}-\d\d-(?P<id
 #: ``dmesg -T``'s wall clock instead of printk times: ``[Mon Dec  1 12:00:00 2026] msg``.
 _WALLCLOCK_LINE = re.compile(r"^\[\S+ \S+ +(?P<day>\d{1,2}) (?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d) \d{4}\][^\S\n]?"
                              r"(?P<msg>[^\n]*)$", re.M)
+#: The timed log styles, in the order :class:`LineStream` prefers them, and their line patterns.
+_STYLE_LINES = {"printk": _PRINTK_LINE, "journal": _JOURNAL_LINE, "wallclock": _WALLCLOCK_LINE}
 
 #: drivers/base/power/main.c initcall_debug_start(), Linux 5.12 and later (and 5.10 stable):
 #: dev_info(dev, "calling %ps @ %i, parent: %s\n", ...) with dev_fmt "PM: " (``%pS``, so
@@ -382,7 +384,7 @@ class LineStream:
                 break
             found |= {name for name, rx in (("journal", _JOURNAL_LINE), ("wallclock", _WALLCLOCK_LINE))
                       if name not in found and rx.search(piece)}
-        self.style = next((name for name in ("printk", "journal", "wallclock") if name in found), "plain")
+        self.style = next((name for name in _STYLE_LINES if name in found), "plain")
 
     def __len__(self) -> int:
         if self._lines is None:
@@ -390,19 +392,21 @@ class LineStream:
         return self._lines
 
     def __iter__(self):
-        newlines = 0
+        counting, newlines = self._lines is None, 0  # a whole text's lines were counted already
         carry = ""  # the text from the last line read on: its continuation may be in the next piece
         seq = 0  # the line number of carry's first line
         read = self._plain if self.style == "plain" else self._timed
         pieces = iter(self._pieces)
         piece = next(pieces, "")
         while piece is not None:
-            newlines += piece.count("\n")
+            if counting:
+                newlines += piece.count("\n")
             following_piece = next(pieces, None)
             text = carry + piece if carry else piece
             carry, seq = yield from read(text, seq, following_piece is None)
             piece = following_piece
-        self._lines = newlines + 1
+        if counting:
+            self._lines = newlines + 1
 
     @staticmethod
     def _plain(text: str, seq: int, last: bool):
@@ -419,7 +423,7 @@ class LineStream:
         """Yield the lines of ``text`` (starting at line ``seq``) but, unless it is the ``last``
         piece, its last kernel line; return (the text from that line on, its line number)."""
         style = self.style
-        rx = {"printk": _PRINTK_LINE, "journal": _JOURNAL_LINE, "wallclock": _WALLCLOCK_LINE}[style]
+        rx = _STYLE_LINES[style]
         count, words, ended = text.count, _CALLBACK_WORDS.search, _CALLBACK_END.search  # the hot loop's lookups
         pos = 0
         matches = rx.finditer(text)  # one pass in C over the piece
