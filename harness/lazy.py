@@ -17,16 +17,15 @@ import importlib.util
 
 
 class LazyModule:
-    """Stands for module ``name`` until an attribute is read, then imports it (thread-safe, as
-    above) and from then on answers from its namespace."""
+    """Stands for module ``name``: each attribute read is the module's (imported at the first
+    read, thread-safe as above; later reads find it in ``sys.modules``), so that a later
+    change to the module's namespace is seen too."""
 
     def __init__(self, name: str):
-        self.__dict__["_lazy_name"] = name
+        self._lazy_name = name
 
     def __getattr__(self, attr: str):
-        module = importlib.import_module(self._lazy_name)
-        self.__dict__.update(module.__dict__)  # later reads do not come here
-        return getattr(module, attr)
+        return getattr(importlib.import_module(self._lazy_name), attr)
 
     def __repr__(self) -> str:
         return f"<lazy module {self._lazy_name!r}>"

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import timeouts
-from harness.lazy import lazy_import
 from harness.errors import SshError
+from harness.lazy import lazy_import
 from harness.model import NetTraffic
 
 # paramiko's transport thread logs every refused attempt with a traceback at ERROR; connect()

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import checks, dmesg
-from harness.verdict import Verdict
 from harness.lazy import lazy_import
+from harness.verdict import Verdict
 
 jinja2 = lazy_import("jinja2")
 
