@@ -116,10 +116,14 @@ def bench_cache(cache: Cache) -> dict:
         return {"skipped": f"no cache at {root}"}
     seen: set = set()
     walked: list[Path] = []
+    counted = 0
 
     def usage(path: Path, skip: list[Path] | tuple = ()) -> int:
+        nonlocal counted
         walked.append(path)
-        return disk_usage(path, skip=skip, seen=seen)[0]
+        size = disk_usage(path, skip=skip, seen=seen)[0]
+        counted += size
+        return size
 
     parts: dict = {"pristine": {p.name: usage(p) for p in sorted((root / "pristine").glob("*"))
                                 if (p / tree.PRISTINE_RECORD).is_file()}}
@@ -135,8 +139,6 @@ def bench_cache(cache: Cache) -> dict:
     for name in ("trees", "src", "ccache", "debs", "sysroot", "rootfs", "runs"):
         if (root / name).is_dir():
             parts[name] = usage(root / name)
-    counted = (sum(parts["pristine"].values()) + sum(w["source"] + sum(w["builds"].values()) for w in worktrees)
-               + sum(v for v in parts.values() if isinstance(v, int)))
     return {"root": str(root), "total": counted + disk_usage(root, skip=walked, seen=seen)[0], **parts}
 
 
