@@ -34,10 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-import filelock
-
 from harness import timeouts
 from harness.errors import DiskFull, SetupError
+from harness.lazy import lazy_import
+
+#: filelock imports asyncio (8 MB, 0.1 s): loaded at the first lock, not by every harness process.
+filelock = lazy_import("filelock")
 
 PROJECT = "virtio-pm-harness"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness import __version__, fetch, gc, kconfig, model, timeouts, tree
+from harness import __version__, fetch, gc, kconfig, logs, model, parse_log, timeouts, tree
 from harness.paths import DATA_ROOT
 
 
@@ -139,9 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     # -v/-q on every command that runs (not on the groups: a group's default would reset them)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="count", default=0,
-                        help="also show every host command and guest command (-vv: their output too)")
-    common.add_argument("-q", "--quiet", action="count", default=0, help="show only warnings and errors")
+    logs.add_verbosity_options(common)
 
     p = sub.add_parser("setup", parents=[common], help="download guest packages and import the embedded kernel trees into the cache")
     p.add_argument("--tree", action="append", metavar="NAME", choices=sorted(tree.EMBEDDED_TREES),
@@ -303,7 +301,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", parents=[common], help="re-render junit.xml, kcidb.json and report.html from a saved run directory")
     p.add_argument("run_dir", type=Path, metavar="RESULTS_DIR", help="a harness run or matrix output directory")
 
-    p = sub.add_parser("parse", parents=[common], help="parse a saved dmesg or console log into PM phases")
-    p.add_argument("file", type=Path)
-    p.add_argument("--json", action="store_true", help="print the stable JSON form")
+    p = sub.add_parser("parse", parents=[common], help=parse_log.HELP, description=parse_log.HELP)
+    parse_log.add_arguments(p)
     return parser

@@ -3,16 +3,14 @@ and returns the exit status (typed errors propagate to :func:`harness.cli.main`)
 
 from __future__ import annotations
 
-import codecs
 import fnmatch
 import json
-import sys
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import (bisect, bisect_report, bisect_run, ci, dmesg, doctor, fetch, gc, lava, matrix, model, pipeline,
+from harness import (bisect, bisect_report, bisect_run, ci, doctor, fetch, gc, lava, matrix, model, parse_log, pipeline,
                      prebuilt, qemu, report, results, scenarios, scheduler, series, ssh, terminal, timeouts, toolchain,
                      tree)
 from harness.cache import Cache, atomic_write
@@ -381,62 +379,7 @@ def cmd_report(args, cache: Cache) -> int:
     return 0
 
 
-class LogPieces:
-    """The text of the log file ``path`` in pieces of whole lines, about ``size`` bytes each
-    (1 MiB), read again at each iteration: :func:`harness.dmesg.parse` reads it twice (the
-    style, then the lines) and never holds it whole.  Bytes decoded as UTF-8 with bad bytes
-    replaced (not text mode: universal newlines would split ``\r\r\n`` into two lines).
-    Iterating raises OSError as ``open`` and ``read`` do."""
-
-    def __init__(self, path: Path, size: int = 1 << 20):
-        self.path, self.size = path, size
-
-    def __iter__(self):
-        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
-        rest = ""
-        with open(self.path, "rb") as f:
-            while block := f.read(self.size):
-                text = rest + decode(block)
-                cut = text.rfind("\n") + 1
-                if cut:
-                    yield text[:cut]
-                rest = text[cut:]
-        if rest := rest + decode(b"", final=True):
-            yield rest
-
-
-def cmd_parse(args, cache: Cache) -> int:
-    try:
-        timeline = dmesg.parse(LogPieces(args.file))
-    except OSError as e:
-        raise UsageError(f"cannot read {args.file}: {e.strerror}") from e
-    if args.json:
-        # One line, written a transition at a time: json's C encoder serves only unindented
-        # output (indent=2 took 2.7 s for an 11 MB log, five times the parse); `| jq .` indents it.
-        sys.stdout.writelines(timeline.json_chunks())
-        sys.stdout.write("\n")
-        return 0
-    if not timeline.transitions:
-        print(f"{args.file}: no suspend or hibernation transitions found")
-    for n, tr in enumerate(timeline.transitions, 1):
-        ended = tr.end_seq if tr.end_seq is not None else "(no exit line: the log ends, or the next transition " \
-                                                             "starts, before this one came back)"
-        print(f"transition {n}: {tr.kind}{' (' + tr.label + ')' if tr.label else ''}"
-              f"{' pm_test' if tr.pm_test else ''} lines {tr.start_seq}-{ended}"
-              f"{f' wake IRQ {tr.wakeup_irq}' if tr.wakeup_irq is not None else ''}"
-              f"{f'  FAILED: {tr.failed}' if tr.failed else ''}")
-        for p in tr.phases:
-            print(f"  {p.name:<14} {len(p.events):3d} callbacks"
-                  f"{f'  {p.msecs:.3f} ms' if p.msecs is not None else ''}{'  ABORTED' if p.aborted else ''}")
-            for e in p.events:
-                print(f"      #{e.seq:<6} {e.driver or '-'} {e.device} {e.callback or '(callback not printed)'}"
-                      f"{' [' + e.module + ']' if e.module else ''} rc={e.rc} {e.usecs}us")
-    for w in timeline.warnings:
-        print(f"problem #{w.seq} {w.kind}: {w.text}")
-    return 0
-
-
 #: The function of each subcommand: ``(args, cache) -> exit status``.
 COMMANDS = {"setup": cmd_setup, "doctor": cmd_doctor, "series": cmd_series, "apply": cmd_apply, "build": cmd_build,
-            "boot": cmd_boot, "run": cmd_run, "matrix": cmd_matrix, "prebuild": cmd_prebuild, "bisect": cmd_bisect, "report": cmd_report, "ci": cmd_ci, "lava": cmd_lava, "parse": cmd_parse,
+            "boot": cmd_boot, "run": cmd_run, "matrix": cmd_matrix, "prebuild": cmd_prebuild, "bisect": cmd_bisect, "report": cmd_report, "ci": cmd_ci, "lava": cmd_lava, "parse": parse_log.cmd_parse,
             "gc": cmd_gc}

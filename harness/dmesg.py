@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -275,13 +275,25 @@ class PmTimeline:
                 "warnings": [_problem_json(w) for w in self.warnings]}
 
     def json_chunks(self):
-        """``json.dumps(self.to_json())`` in pieces, one transition at a time (an iterator of
-        str): the dicts of one transition exist at once, not those of the whole log (a 10 MB
-        log's took about 40 MB)."""
-        yield '{"transitions": ['
-        for i, t in enumerate(self.transitions):
-            yield (", " if i else "") + json.dumps(_transition_json(t))
-        yield '], "warnings": ' + json.dumps([_problem_json(w) for w in self.warnings]) + "}"
+        """``json.dumps(self.to_json())`` in pieces (an iterator of str), one transition at a time
+        (:func:`json_chunks`)."""
+        return json_chunks(self.transitions, lambda: self.warnings)
+
+
+def json_chunks(transitions: Iterable[Transition], warnings: Callable[[], Iterable[LogProblem]]):
+    """The text of :meth:`PmTimeline.to_json` in pieces (an iterator of str), one transition at a
+    time, from ``transitions`` as they come (a :class:`TimelineReader`) and ``warnings()``, called
+    after the last transition: the dicts of one transition exist at once, not those of the whole
+    log (a 10 MB log's took about 40 MB).  Nothing is yielded before the first transition has
+    been read (or the log has none), so that an unreadable log writes no half document."""
+    transitions = iter(transitions)
+    first = next(transitions, None)
+    yield '{"transitions": ['
+    if first is not None:
+        yield json.dumps(_transition_json(first))
+        for t in transitions:
+            yield ", " + json.dumps(_transition_json(t))
+    yield '], "warnings": ' + json.dumps([_problem_json(w) for w in warnings()]) + "}"
 
 
 _CALLBACK_FIELDS = ("driver", "device", "callback", "module", "pid", "rc", "usecs", "seq", "end_seq", "time", "parent")
@@ -615,15 +627,52 @@ class _Parser:
             cur.pm_test = True
 
 
+class TimelineReader:
+    """The transitions of a log, each yielded once, as soon as the line that ends it is read
+    (its exit line, the next transition's entry line, or the log's end), and not kept: a caller
+    that writes each out (``harness parse``) holds one transition at a time, not the whole log's
+    (about 1.4 MB per MB of log).  ``text`` is as for :func:`parse`.  Once iterated,
+    ``warnings`` holds every problem line of the log (:class:`LogProblem`, in order) and
+    ``lines`` its line count; before that both raise RuntimeError.  Iterating again parses again."""
+
+    def __init__(self, text: str | Iterable[str]):
+        self._text = text
+        self._warnings: tuple[LogProblem, ...] | None = None
+        self._lines: int | None = None
+
+    @property
+    def warnings(self) -> tuple[LogProblem, ...]:
+        if self._warnings is None:
+            raise RuntimeError("a log's problems are known once its transitions have been read")
+        return self._warnings
+
+    @property
+    def lines(self) -> int:
+        if self._lines is None:
+            raise RuntimeError("a log's line count is known once its transitions have been read")
+        return self._lines
+
+    def __iter__(self) -> Iterator[Transition]:
+        lines = LineStream(self._text)
+        parser = _Parser()
+        line, ended = parser.line, parser.transitions
+        for seq, ts, msg in lines:
+            line(seq, ts, msg)
+            if ended:
+                yield from ended
+                ended.clear()
+        if parser.current:
+            ended.append(parser.current.close(None))
+        yield from ended
+        ended.clear()
+        self._warnings, self._lines = tuple(parser.problems), len(lines)
+
+
 def parse(text: str | Iterable[str]) -> PmTimeline:
     """Parse a log into a :class:`PmTimeline`, in one pass (time linear in the input): ``text``
     whole, or in pieces that end at a line's end, iterable twice (:class:`LineStream`: a
-    caller reading a file a piece at a time never holds it whole).  Never raises on odd input."""
-    lines = LineStream(text)
-    parser = _Parser()
-    line = parser.line
-    for seq, ts, msg in lines:
-        line(seq, ts, msg)
-    if parser.current:
-        parser.transitions.append(parser.current.close(None))
-    return PmTimeline(tuple(parser.transitions), tuple(parser.problems), len(lines))
+    caller reading a file a piece at a time never holds it whole; :class:`TimelineReader`
+    yields the transitions without keeping them).  Never raises on odd input."""
+    reader = TimelineReader(text)
+    transitions = tuple(reader)
+    return PmTimeline(transitions, reader.warnings, reader.lines)

@@ -40,6 +40,14 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+def add_verbosity_options(p) -> None:
+    """Add ``-v``/``--verbose`` and ``-q``/``--quiet`` (counts; :func:`configure` takes
+    ``verbose - quiet``) to the argparse parser ``p``."""
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="also show every host command and guest command (-vv: their output too)")
+    p.add_argument("-q", "--quiet", action="count", default=0, help="show only warnings and errors")
+
+
 def configure(verbosity: int) -> None:
     """Send the ``harness`` logger to stderr as ``harness: <message>``: progress (INFO) by
     default, host and guest commands (DEBUG) from ``verbosity`` 1, their output

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import ci, cli, matrix, prebuilt, qemu, rootfs, tree
+from harness import ci, cli, cli_args, matrix, prebuilt, qemu, rootfs, tree
 from harness.build import BuildResult
 from harness.cache import file_sha256
 from harness.errors import BuildError, UsageError
@@ -40,7 +40,7 @@ def _triple(cell: matrix.Cell) -> tuple:
 def _argv(run: str):
     argv = shlex.split(run)
     assert argv[0] == ".venv/bin/harness"
-    return cli.build_parser().parse_args(argv[1:])
+    return cli_args.build_parser().parse_args(argv[1:])
 
 
 @pytest.mark.parametrize("name", MATRICES)

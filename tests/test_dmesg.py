@@ -12,7 +12,7 @@ import re
 import pytest
 
 from conftest import CAPTURE, FIXTURES
-from harness import cli, commands, dmesg
+from harness import cli, dmesg, parse_log
 
 UNBOUND = "platform"
 MMIO_BOUND = {"a003a00.virtio_mmio", "a003c00.virtio_mmio", "a003e00.virtio_mmio"}
@@ -276,12 +276,55 @@ def test_harness_parse_reads_the_file_in_pieces_that_join_to_its_text(tmp_path, 
     path = tmp_path / "head.log"
     path.write_bytes(head)
     for size in (1, 2, 3, 64):
-        pieces = list(commands.LogPieces(path, size=size))
+        pieces = list(parse_log.LogPieces(path, size=size))
         assert all(p.endswith("\n") for p in pieces)
         assert len(pieces) == head.count(b"\n") if size < 4 else 1 < len(pieces) < head.count(b"\n")
         assert "".join(pieces) == head.decode(errors="replace")
     assert "".join(pieces).endswith("caf\u00e9 \ufffd\r\r\n")
     path.write_bytes(raw)
-    assert dmesg.parse(commands.LogPieces(path, size=64)) == dmesg.parse(raw.decode())
+    assert dmesg.parse(parse_log.LogPieces(path, size=64)) == dmesg.parse(raw.decode())
     assert cli.main(["parse", "--json", str(path)]) == 0
     assert json.loads(capsys.readouterr().out) == dmesg.parse(raw.decode()).to_json()
+
+
+class _CountedPieces:
+    """A log in pieces (one line each) that counts the pieces read by the current iteration."""
+
+    def __init__(self, text: str):
+        self.pieces, self.read = _pieces(text, 0), 0
+
+    def __iter__(self):
+        self.read = 0
+        for piece in self.pieces:
+            self.read += 1
+            yield piece
+
+
+def test_the_reader_yields_each_transition_once_its_end_is_read_not_at_the_log_end():
+    """`harness parse` writes each transition as the parser ends it (TimelineReader): with the
+    6.12 captures one after the other (six or more transitions), the first transition comes
+    before a quarter of the lines are read, each at a line of its own, and the reader's transitions, problems and line count
+    are parse()'s."""
+    logs = sorted(CAPTURE.parent.glob("linux-6.12*/*.dmesg"))
+    text = "".join(p.read_text(errors="replace") for p in logs)
+    pieces = _CountedPieces(text)
+    reader = dmesg.TimelineReader(pieces)
+    with pytest.raises(RuntimeError):
+        reader.warnings
+    read_at = []
+    transitions = []
+    for t in reader:
+        read_at.append(pieces.read)
+        transitions.append(t)
+    whole = dmesg.parse(text)
+    assert len(transitions) == len(whole.transitions) >= 6
+    assert read_at[0] < len(pieces.pieces) / 4 and read_at == sorted(set(read_at))
+    assert dmesg.PmTimeline(tuple(transitions), reader.warnings, reader.lines) == whole
+
+
+def test_harness_parse_of_an_unreadable_log_exits_2_naming_it_and_prints_no_half_json(tmp_path, capsys):
+    missing = tmp_path / "gone.log"
+    for json_flag in ([], ["--json"]):
+        assert cli.main(["parse", *json_flag, str(missing)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and f"cannot read {missing}" in err

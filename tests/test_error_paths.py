@@ -153,14 +153,18 @@ def test_a_host_command_past_its_limit_is_killed_with_its_children_and_named(tmp
     assert "killed after 1 s" in (tmp_path / "commands.log").read_text()
 
 
-def test_an_unexpected_exception_exits_10_with_one_line_and_the_traceback_in_a_file(tmp_path, monkeypatch, capsys):
-    from harness import cli, commands
+@pytest.mark.parametrize("argv", [["report", "x"], ["parse", "x.log"]])
+def test_an_unexpected_exception_exits_10_with_one_line_and_the_traceback_in_a_file(argv, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """Also `harness parse`, which main() runs from its own module (harness/parse_log.py)."""
+    from harness import cli, commands, parse_log
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
 
     def broken(args, cache):
         raise KeyError("boom")
-    monkeypatch.setitem(commands.COMMANDS, "parse", broken)
-    assert cli.main(["parse", "x.log"]) == 10
+    monkeypatch.setitem(commands.COMMANDS, "report", broken)
+    monkeypatch.setattr(parse_log, "cmd_parse", broken)
+    assert cli.main(argv) == 10
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "internal error: KeyError: 'boom'" in err[0]
     assert "Traceback" in (tmp_path / "cache" / "internal-errors.log").read_text()

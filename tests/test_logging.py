@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from harness import cli, logs
+from harness import cli_args, logs
 from harness.proc import CommandLog, run
 
 
@@ -45,7 +45,7 @@ def test_a_run_log_gets_every_level_while_stderr_stays_quiet(capsys, tmp_path):
 
 
 def test_verbose_and_quiet_are_options_of_each_command():
-    args = cli.build_parser().parse_args(["matrix", "default", "--list", "-vv"])
+    args = cli_args.build_parser().parse_args(["matrix", "default", "--list", "-vv"])
     assert (args.verbose, args.quiet) == (2, 0)
-    args = cli.build_parser().parse_args(["series", "show", "patches/v9-backport-6.12", "-q"])
+    args = cli_args.build_parser().parse_args(["series", "show", "patches/v9-backport-6.12", "-q"])
     assert (args.verbose, args.quiet) == (0, 1)
