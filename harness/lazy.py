@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 
 
 class LazyModule:
@@ -34,7 +35,10 @@ class LazyModule:
 def lazy_import(name: str) -> LazyModule:
     """Module ``name`` (dotted names too: the parent packages are imported now), imported at the
     first read of one of its attributes.  Raises ModuleNotFoundError now when there is no such
-    module, so that a missing package is still an error at start-up."""
-    if importlib.util.find_spec(name) is None:
+    module, so that a missing package is still an error at start-up.  A module imported already
+    is not looked up again: find_spec() raises ValueError on one whose ``__spec__`` is None, as
+    cryptography 50's deprecation wrapper of ``cryptography.hazmat.primitives.serialization``
+    is once paramiko has imported it."""
+    if name not in sys.modules and importlib.util.find_spec(name) is None:
         raise ModuleNotFoundError(f"No module named {name!r}", name=name)
     return LazyModule(name)

@@ -88,6 +88,19 @@ def test_a_missing_module_is_an_error_at_once():
         lazy_import("no_such_module_here")
 
 
+def test_a_module_imported_already_without_a_spec_is_taken_as_it_is(monkeypatch):
+    """cryptography 50 replaces ``cryptography.hazmat.primitives.serialization`` in sys.modules
+    by a wrapper whose ``__spec__`` is None; once paramiko has imported it, find_spec() raised
+    ValueError and harness/ssh.py did not import (tests/test_ssh.py alone failed to collect)."""
+    import types
+    from harness.lazy import lazy_import
+    wrapper = types.ModuleType("wrapped_module_without_spec")
+    wrapper.VALUE = 7
+    assert wrapper.__spec__ is None
+    monkeypatch.setitem(sys.modules, "wrapped_module_without_spec", wrapper)
+    assert lazy_import("wrapped_module_without_spec").VALUE == 7
+
+
 def test_harness_parse_imports_none_of_the_pipeline():
     """`harness parse` is a log filter: main() reads it with harness/parse_log.py's grammar and
     imports neither the rest of the CLI nor the pipeline, nor filelock (asyncio, 8 MB): it
