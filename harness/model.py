@@ -111,7 +111,8 @@ class NetTraffic:
     """Bytes moved through virtio-net over SSH after a resume (:func:`harness.ssh.net_traffic`).
 
     ``ok``: the payload went host -> guest (SFTP put) and back (SFTP get) with its sha256 the
-    same on the host, in the guest (``sha256sum``) and after the way back; ``bytes``: bytes
+    same on the host and after the way back (when it is not, ``detail`` says whether the guest's
+    copy, ``sha256sum``, was already wrong); ``bytes``: bytes
     moved, both ways together; ``seconds``: wall time of connect + both transfers;
     ``sha256``: the payload's digest; ``detail``: what failed, or the steps' times;
     ``skipped``: why the cycle moved no bytes on purpose (not an s2idle cycle), else empty.
