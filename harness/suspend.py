@@ -25,7 +25,7 @@ call inside them shows (the kernel does not report one: noirq callbacks run
 preemptible with CPU interrupts on).  The kernel log is read with ``dmesg``
 and cleared before each cycle.
 
-A console line costs a round trip (about 0.09 s under TCG) and a guest process
+A console line costs a round trip (about 0.04 s under TCG) and a guest process
 about 20 ms, so a cycle is two console lines (:meth:`GuestSession.run_batch`):
 one clears the log, reads the counters, arms the wake source and writes the
 state; the other does every read after resume (with SSH, the payload round
