@@ -1,7 +1,7 @@
 """Modules imported when first used: paramiko, jsonschema (with kcidb-io) and jinja2 are half
 a second and 26 MB of every ``harness`` process (``harness --version``: 0.76-0.86 s and 60 MB
 with them, 0.31-0.38 s and 34 MB without), which ``harness parse``, ``gc``, ``doctor`` and
-``--version`` never use.
+``--version`` never use; and filelock (harness/cache.py), which imports asyncio (8 MB).
 
 Not :class:`importlib.util.LazyLoader`: on Python 3.11 (Debian 12's) threads that read a lazy
 module's first attribute while another thread runs its code get an AttributeError (measured:
