@@ -230,9 +230,10 @@ class GuestSession:
         a character (the guest shell's line editor echoes each one), so a cycle's commands go
         in one line, and a line the session ran before is a shell function the first run
         defined: its call is some 60 characters where the commands may be 900 (measured: a
-        900-character line of nine ``echo``s 0.49-0.59 s, its call 0.09 s, a ``true`` 0.04 s).  ``variables`` (name -> value, quoted for
-        the shell) are set before the commands, outside the function, so that the commands
-        can stay the same from cycle to cycle when a value changes.  The commands run in the
+        900-character line of nine ``echo``s 0.49-0.59 s, its call 0.09 s, a ``true`` 0.04 s).
+        ``variables`` (name -> value, quoted for the shell) are set before the commands, outside
+        the function, so that the commands can stay the same from cycle to cycle when a value
+        changes.  The commands run in the
         shell itself, not a subshell (variables and ``cd`` stay), but inside a function: ``$1``
         and ``$@`` are the function's (none), and ``return`` ends the line.  ``timeout``
         (seconds) is per line; each result's ``seconds`` runs from the end of the command

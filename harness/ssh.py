@@ -339,7 +339,7 @@ def net_traffic(link: SshLink, timeout: float = timeouts.SSH_RECONNECT,
     (opened when there is none, within ``timeout`` seconds): SFTP put, SFTP get, compare; each
     step too is bounded by ``timeout`` (the payload takes well under a second).  The guest's
     copy is checked (``sha256sum``) only when what came back differs, to say which way broke:
-    an exec channel and a process cost 0.09-0.12 s a cycle under TCG.  The guest's copy stays
+    an exec channel and a process cost 0.06-0.12 s a cycle under TCG.  The guest's copy stays
     (the next cycle's put replaces it: an SFTP remove is one more round trip).  Never raises for
     the guest's failure: the result says what broke (``ok`` False) for the ``net-traffic``
     check, and the connection is dropped."""

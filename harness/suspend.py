@@ -79,8 +79,9 @@ HEALTH_PROBES = (
 SUSPEND_STATS = ("{ for __hxs in /sys/power/suspend_stats/*; do read -r __hxv < $__hxs && [ -n \"$__hxv\" ] && echo \"$__hxs:$__hxv\"; "
                  "done; [ -d /sys/power/suspend_stats ]; } 2>/dev/null")
 
-#: The IRQ that woke the last suspend (drivers/base/power/wakeup.c; reading it fails with ENODATA
-#: when no IRQ did: no output, exit status 1), in builtins.
+#: The IRQ that woke the last suspend (kernel/power/main.c pm_wakeup_irq_show(), the IRQ that
+#: drivers/base/power/wakeup.c recorded; reading it fails with ENODATA when no IRQ did: no
+#: output, exit status 1), in builtins.
 WAKEUP_IRQ = "{ read -r __hxirq < /sys/power/pm_wakeup_irq && echo $__hxirq; } 2>/dev/null"
 
 #: The RTC's wake alarm (drivers/rtc/sysfs.c: ``+N`` is N seconds after the RTC's current second;
